@@ -1,0 +1,59 @@
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export KUBECONFIG_SECUREAI := $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: venv lint typecheck layers unit integration test crds crds-check toolchain cluster down demo bench helm-lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+crds: $(STAMP)
+	$(BIN)/secureai crds --out-dir crds
+
+crds-check: $(STAMP)
+	@$(BIN)/secureai crds --check crds
+
+toolchain:
+	hack/build.sh
+
+cluster: toolchain
+	hack/cluster.sh up
+
+down:
+	hack/cluster.sh down
+
+helm-lint: toolchain
+	$$(hack/build.sh --print-bindir)/helm lint --strict charts/secureai-operator
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration" tests
+
+integration: $(STAMP) toolchain
+	$(BIN)/pytest -m integration tests
+
+test: lint typecheck layers crds-check toolchain helm-lint
+	$(BIN)/pytest tests
+
+bench: $(STAMP) toolchain
+	$(BIN)/python -m bench.run
+
+clean: down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
