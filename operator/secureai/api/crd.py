@@ -1,0 +1,141 @@
+"""CustomResourceDefinitions generated from the pydantic models."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+
+from secureai.api.base import GROUP, VERSION
+from secureai.api.kinds import KINDS, SecureInferenceService, SecureTrainingJob
+from secureai.api.status import WorkloadStatus
+
+_DROPPED_KEYS = {"title", "default", "$defs"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline `$ref`s and turn JSON Schema into a structural OpenAPI v3 schema."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    if "anyOf" in node:
+        variants = [v for v in node["anyOf"] if v.get("type") != "null"]
+        if len(variants) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            return _resolve({**variants[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS:
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound] = value
+            out[key] = True
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(prop, defs) for name, prop in value.items()}
+            continue
+        out[key] = _resolve(value, defs)
+    return out
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Structural schema of a model, with descriptions and CEL rules, without defaults."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
+    return schema
+
+
+def _status_schema() -> dict[str, Any]:
+    schema = openapi_schema(WorkloadStatus)
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def _printer_columns(kind: str) -> list[dict[str, Any]]:
+    extra = (
+        {"name": "Workers", "type": "integer", "jsonPath": ".spec.workers", "priority": 1}
+        if kind == SecureTrainingJob.KIND
+        else {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas", "priority": 1}
+    )
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    return [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
+        {"name": "Ready", "type": "string", "jsonPath": f"{ready}.status"},
+        {"name": "Drift", "type": "integer", "jsonPath": ".status.drift.revertsTotal"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        extra,
+        {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason", "priority": 1},
+        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "priority": 1},
+    ]
+
+
+def crd(kind: str) -> dict[str, Any]:
+    """The CustomResourceDefinition of one kind."""
+    model = KINDS[kind]
+    spec_model = model.model_fields["spec"].annotation
+    assert isinstance(spec_model, type) and issubclass(spec_model, BaseModel)
+    spec_schema = openapi_schema(spec_model)
+    spec_schema["description"] = f"Desired state of the {kind}. The operator never writes it."
+    schema = {
+        "type": "object",
+        "description": (model.__doc__ or kind).strip(),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "secureai.dev/v1alpha1"},
+            "kind": {"type": "string", "description": kind},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": _status_schema(),
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{model.PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "secureai"},
+            "annotations": {"argocd.argoproj.io/sync-wave": "-10"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": model.PLURAL,
+                "singular": kind.lower(),
+                "shortNames": [model.SHORT],
+                "categories": ["secureai"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _printer_columns(kind),
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> list[dict[str, Any]]:
+    """Both CRDs, in a stable order."""
+    return [crd(SecureTrainingJob.KIND), crd(SecureInferenceService.KIND)]

@@ -1,0 +1,136 @@
+"""Cluster policy: the operator's configuration, rendered by Helm into a ConfigMap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasGenerator, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from secureai.api.base import Model
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+K8S_MIN_TOKEN_SECONDS = 600
+
+
+class Toleration(Model):
+    """A pod toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GpuPool(Model):
+    """Where a pool's pods go."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class TokenPolicy(Model):
+    """Bounds of projected service-account tokens."""
+
+    default_seconds: int = 600
+    max_seconds: int = 3600
+    default_audience: str = "secureai"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TokenPolicy:
+        if not K8S_MIN_TOKEN_SECONDS <= self.default_seconds <= self.max_seconds:
+            raise ValueError(
+                f"token bounds: need {K8S_MIN_TOKEN_SECONDS} <= defaultSeconds <= maxSeconds"
+            )
+        return self
+
+
+class DnsTarget(Model):
+    """Where DNS egress may go."""
+
+    namespace: str = "kube-system"
+    pod_selector: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    port: int = 53
+
+
+class Policy(BaseSettings):
+    """Cluster policy, loaded from the YAML file that Helm renders into a ConfigMap."""
+
+    model_config = SettingsConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    allowed_registries: list[str] = Field(
+        default_factory=list, description="Image registries (host[/path] prefixes) allowed."
+    )
+    require_digest: bool = Field(default=True, description="Images must be pinned by digest.")
+    encrypted_storage_classes: list[str] = Field(
+        default_factory=lambda: ["encrypted-ssd"],
+        description="The only StorageClasses PVCs may use.",
+    )
+    gpu_pools: dict[str, GpuPool] = Field(default_factory=dict, description="Named GPU pools.")
+    max_gpus_per_pod: int = Field(default=8, ge=1, description="Largest GPU count per pod.")
+    tokens: TokenPolicy = Field(default_factory=TokenPolicy)
+    dns: DnsTarget = Field(default_factory=DnsTarget)
+    pod_security_labels: bool = Field(
+        default=True, description="Label workload namespaces enforce=restricted."
+    )
+    foreign_network_policy: Literal["report", "remove"] = Field(
+        default="report", description="What to do with foreign policies selecting our pods."
+    )
+    operator_image: str = Field(
+        default="ghcr.io/secureai/operator@sha256:" + "0" * 64,
+        description="Image of the operator; runs model verification, decryption and the guard.",
+    )
+    run_as_user: int = Field(default=65532, ge=1, description="UID of every workload container.")
+    run_as_group: int = Field(default=65532, ge=1, description="GID of every workload container.")
+    certificate_lifetime_seconds: int = Field(
+        default=86400, ge=3600, description="Lifetime of serving certificates."
+    )
+    secret_env_name_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(?i)(^|_)(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)(_|$)"
+        ],
+        description="Env names that look like secrets and are therefore rejected.",
+    )
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _registries(cls, value: list[str]) -> list[str]:
+        return [r.rstrip("/") for r in value]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Policy:
+        """Load policy from a YAML file; raises OSError or ValueError."""
+        path = Path(path)
+        if not path.is_file():
+            raise OSError(f"{path}: no such file")
+        source = YamlConfigSettingsSource(cls, yaml_file=path)
+        data: dict[str, Any] = source()
+        return cls(**data)
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")

@@ -1,0 +1,72 @@
+"""Status written by the operator (never spec)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from secureai.api.base import Model
+
+CONDITION_TYPES = ("Ready", "Isolated", "Hardened", "Encrypted", "Placed", "Drift")
+Phase = Literal["Pending", "Running", "Ready", "Succeeded", "Failed", "Rejected", "Degraded"]
+
+
+class Condition(Model):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(description="Ready, Isolated, Hardened, Encrypted, Placed or Drift.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
+    reason: str = Field(description="CamelCase machine-readable reason.")
+    message: str = Field(default="", description="Human-readable detail.")
+    observed_generation: int = Field(default=0, description="Generation this was computed for.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+
+
+class ChildRef(Model):
+    """A child object that the operator owns."""
+
+    kind: str = Field(description="Kind of the child.")
+    name: str = Field(description="Name of the child.")
+
+
+class Lineage(Model):
+    """What the workload was built from."""
+
+    image_digest: str | None = Field(default=None, description="sha256 digest of the image.")
+    model_digest: str | None = Field(default=None, description="Digest of the model manifest.")
+    model_signer: str | None = Field(
+        default=None, description="Fingerprint of the key that signed the model."
+    )
+    datasets: list[str] | None = Field(default=None, description="Dataset PVCs mounted.")
+
+
+class DriftStatus(Model):
+    """Drift reverted by the operator."""
+
+    reverts_total: int = Field(default=0, description="Reverts since creation.")
+    last_revert_time: str | None = Field(default=None, description="Time of the last revert.")
+    last_object: str | None = Field(
+        default=None, description="Kind/name of the last reverted child."
+    )
+
+
+class TlsStatus(Model):
+    """The serving certificate."""
+
+    not_after: str | None = Field(default=None, description="Expiry of the serving certificate.")
+    secret_name: str | None = Field(default=None, description="Secret holding it.")
+
+
+class WorkloadStatus(Model):
+    """Observed state of a secureai workload."""
+
+    phase: Phase | None = Field(default=None, description="Lifecycle phase.")
+    observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
+    gpus: int | None = Field(default=None, description="GPUs requested across all pods.")
+    ready_replicas: int | None = Field(default=None, description="Ready pods (inference).")
+    conditions: list[Condition] | None = Field(default=None, description="Conditions.")
+    children: list[ChildRef] | None = Field(default=None, description="Owned children.")
+    lineage: Lineage | None = Field(default=None, description="Provenance.")
+    drift: DriftStatus | None = Field(default=None, description="Drift reverts.")
+    tls: TlsStatus | None = Field(default=None, description="Serving certificate (inference).")

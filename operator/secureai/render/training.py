@@ -1,0 +1,138 @@
+"""Children of a SecureTrainingJob."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from secureai.api import Policy, SecureTrainingJob
+from secureai.render.meta import ANNOTATION_RETAINED, metadata, selector
+from secureai.render.pod import PodParts, helper_container, pod_template
+
+DECRYPTED_SIZE = "1Gi"
+
+
+def headless_service_name(cr: SecureTrainingJob) -> str:
+    return f"{cr.metadata.name}-workers"
+
+
+def output_claim_name(cr: SecureTrainingJob) -> str:
+    return f"{cr.metadata.name}-output"
+
+
+def _parts(cr: SecureTrainingJob, policy: Policy) -> PodParts:
+    spec = cr.spec
+    parts = PodParts()
+    for i, dataset in enumerate(spec.datasets or []):
+        path = dataset.mount_path or f"/datasets/{dataset.claim_name}"
+        source = {
+            "name": f"dataset-{i}",
+            "persistentVolumeClaim": {"claimName": dataset.claim_name, "readOnly": True},
+        }
+        parts.volumes.append(source)
+        if not dataset.encrypted:
+            parts.mounts.append({"name": f"dataset-{i}", "mountPath": path, "readOnly": True})
+            continue
+        plain = f"dataset-{i}-plain"
+        key = f"dataset-{i}-key"
+        parts.volumes += [
+            {
+                "name": plain,
+                "emptyDir": {
+                    "medium": "Memory",
+                    "sizeLimit": dataset.decrypted_size_limit or DECRYPTED_SIZE,
+                },
+            },
+            {"name": key, "secret": {"secretName": dataset.key_secret, "defaultMode": 0o440}},
+        ]
+        parts.init_containers.append(
+            helper_container(
+                f"decrypt-{i}",
+                policy,
+                [
+                    "dataset",
+                    "decrypt",
+                    "--key",
+                    "/var/run/secrets/secureai/kek/kek",
+                    "/encrypted",
+                    "/plain",
+                ],
+                [
+                    {"name": f"dataset-{i}", "mountPath": "/encrypted", "readOnly": True},
+                    {"name": plain, "mountPath": "/plain"},
+                    {"name": key, "mountPath": "/var/run/secrets/secureai/kek", "readOnly": True},
+                ],
+            )
+        )
+        parts.mounts.append({"name": plain, "mountPath": path, "readOnly": True})
+    if spec.output is not None:
+        parts.volumes.append(
+            {"name": "output", "persistentVolumeClaim": {"claimName": output_claim_name(cr)}}
+        )
+        parts.mounts.append({"name": "output", "mountPath": spec.output.mount_path or "/output"})
+    if spec.scratch is not None:
+        parts.volumes.append(
+            {
+                "name": "scratch",
+                "emptyDir": {"medium": "Memory", "sizeLimit": spec.scratch.size_limit},
+            }
+        )
+        parts.mounts.append({"name": "scratch", "mountPath": spec.scratch.mount_path or "/scratch"})
+    return parts
+
+
+def render_training(cr: SecureTrainingJob, policy: Policy) -> list[dict[str, Any]]:
+    spec = cr.spec
+    out: list[dict[str, Any]] = []
+    if spec.output is not None:
+        keep = spec.retention.keep_output if spec.retention else True
+        extra = {"annotations": {ANNOTATION_RETAINED: "true"}} if keep else {}
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": metadata(cr, output_claim_name(cr), "output", owned=not keep, **extra),
+                "spec": {
+                    "accessModes": ["ReadWriteOnce" if spec.workers == 1 else "ReadWriteMany"],
+                    "storageClassName": spec.output.storage_class_name
+                    or policy.encrypted_storage_classes[0],
+                    "resources": {"requests": {"storage": spec.output.size}},
+                },
+            }
+        )
+    if spec.workers > 1:
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata(cr, headless_service_name(cr), "workers"),
+                "spec": {
+                    "clusterIP": "None",
+                    "selector": selector(cr),
+                    "publishNotReadyAddresses": True,
+                },
+            }
+        )
+    template = pod_template(cr, policy, "trainer", _parts(cr, policy))
+    template["spec"]["restartPolicy"] = "Never"
+    if spec.workers > 1:
+        template["spec"]["subdomain"] = headless_service_name(cr)
+    job: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.workers,
+        "parallelism": spec.workers,
+        "backoffLimit": spec.backoff_limit if spec.backoff_limit is not None else 0,
+    }
+    if spec.active_deadline_seconds is not None:
+        job["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.retention and spec.retention.ttl_seconds_after_finished is not None:
+        job["ttlSecondsAfterFinished"] = spec.retention.ttl_seconds_after_finished
+    job["template"] = template
+    out.append(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": metadata(cr, cr.metadata.name, "trainer"),
+            "spec": job,
+        }
+    )
+    return out
