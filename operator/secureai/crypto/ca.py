@@ -366,5 +366,6 @@ def verify_chain(
     try:
         verifier.verify(leaf, [])
     except VerificationError as exc:
-        raise CAError(f"certificate does not verify against the CA bundle: {exc}") from None
+        reason = str(exc).split(" (encountered processing", 1)[0]
+        raise CAError(f"certificate does not verify against the CA bundle: {reason}") from None
     return leaf

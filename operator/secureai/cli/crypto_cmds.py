@@ -1,0 +1,268 @@
+"""``secureai dataset ...`` and ``secureai model ...`` subcommands.
+
+Every command returns an exit code: 0 on success, 2 on any failure (bad key, tampering,
+verification failure, missing file), after printing one ``secureai: <reason>`` line to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from secureai.crypto import (
+    CAError,
+    EnvelopeError,
+    SignatureError,
+    decrypt_dir,
+    decrypt_file,
+    encrypt_dir,
+    encrypt_file,
+    generate_kek,
+    generate_signing_key,
+    kek_id,
+    load_kek,
+    sign_model,
+    verify_model,
+)
+
+__all__ = ["add_dataset_parser", "add_model_parser", "main"]
+
+EXIT_FAILURE = 2
+_MAX_KEY_FILE = 64 << 10
+
+
+class CommandError(Exception):
+    """A user-facing failure of a command."""
+
+
+def _fail(message: str) -> int:
+    print(f"secureai: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or exc.__class__.__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
+def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (CommandError, EnvelopeError, SignatureError, CAError) as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(_os_reason(exc))
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+def _write_new(path: Path, data: bytes, *, mode: int, force: bool) -> None:
+    """Write ``data`` to ``path`` created with ``mode`` (refusing to clobber unless ``force``)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError:
+        raise CommandError(f"{path} already exists (use --force to overwrite)") from None
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)
+        fh.write(data)
+
+
+def _read_small(path: str, what: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise CommandError(f"{what} not found: {p}")
+    with p.open("rb") as fh:
+        data = fh.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise CommandError(f"{what} is too large: {p}")
+    return data
+
+
+# --- dataset ---------------------------------------------------------------------------------
+
+
+def _kek_from_args(args: argparse.Namespace) -> bytes:
+    if args.key_env is not None:
+        value = os.environ.get(args.key_env)
+        if not value:
+            raise CommandError(f"environment variable {args.key_env} is not set")
+        return load_kek(value.encode())
+    return load_kek(args.key)
+
+
+def _dataset_transform(args: argparse.Namespace) -> int:
+    encrypt = args.dataset_cmd == "encrypt"
+    kek = _kek_from_args(args)
+    src, dst = Path(args.src), Path(args.dst)
+    if not src.exists():
+        raise CommandError(f"source not found: {src}")
+    if src.is_dir():
+        if encrypt:
+            files, size = encrypt_dir(src, dst, kek, chunk_size=args.chunk_size)
+        else:
+            files, size = decrypt_dir(src, dst, kek)
+    else:
+        if dst.is_dir():
+            raise CommandError(f"destination is a directory: {dst}")
+        if dst.exists() and not args.force:
+            raise CommandError(f"{dst} already exists (use --force to overwrite)")
+        if encrypt:
+            size = encrypt_file(src, dst, kek, chunk_size=args.chunk_size)
+        else:
+            size = decrypt_file(src, dst, kek)
+        files = 1
+    _emit(
+        {
+            "operation": args.dataset_cmd,
+            "src": str(src),
+            "dst": str(dst),
+            "files": files,
+            "bytes": size,
+            "kek_id": kek_id(kek),
+        }
+    )
+    return 0
+
+
+def _dataset_keygen(args: argparse.Namespace) -> int:
+    kek = generate_kek()
+    _write_new(Path(args.out), base64.b64encode(kek) + b"\n", mode=0o600, force=args.force)
+    _emit({"key": str(args.out), "kek_id": kek_id(kek)})
+    return 0
+
+
+def add_dataset_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Register ``dataset encrypt|decrypt|keygen``."""
+    parser = subparsers.add_parser(
+        "dataset",
+        help="envelope-encrypt datasets and model files",
+        description="Envelope encryption (AES-256-GCM, per-file data keys wrapped by a KEK).",
+    )
+    sub = parser.add_subparsers(dest="dataset_cmd", required=True, metavar="COMMAND")
+    for name, text in (
+        ("encrypt", "encrypt a file or a directory tree"),
+        ("decrypt", "decrypt a file or a directory tree (all or nothing)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        key = p.add_mutually_exclusive_group(required=True)
+        key.add_argument("--key", metavar="FILE", help="KEK file (32 raw bytes, base64 or hex)")
+        key.add_argument("--key-env", metavar="VAR", help="environment variable holding the KEK")
+        if name == "encrypt":
+            p.add_argument(
+                "--chunk-size",
+                type=int,
+                default=1 << 20,
+                metavar="BYTES",
+                help="plaintext bytes per authenticated chunk (default 1 MiB)",
+            )
+        p.add_argument("--force", action="store_true", help="overwrite an existing DST file")
+        p.add_argument("src", metavar="SRC")
+        p.add_argument("dst", metavar="DST")
+        p.set_defaults(func=_guarded(_dataset_transform))
+    kg = sub.add_parser("keygen", help="write a new random KEK (base64) to a file")
+    kg.add_argument("--out", required=True, metavar="FILE")
+    kg.add_argument("--force", action="store_true")
+    kg.set_defaults(func=_guarded(_dataset_keygen))
+    return parser
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+def _model_keygen(args: argparse.Namespace) -> int:
+    pair = generate_signing_key()
+    _write_new(Path(args.private_key), pair.private_key_pem, mode=0o600, force=args.force)
+    _write_new(Path(args.public_key), pair.public_key_pem, mode=0o644, force=args.force)
+    _emit(
+        {
+            "private_key": str(args.private_key),
+            "public_key": str(args.public_key),
+            "fingerprint": pair.fingerprint,
+        }
+    )
+    return 0
+
+
+def _model_sign(args: argparse.Namespace) -> int:
+    key = _read_small(args.private_key, "private key")
+    signed = sign_model(args.model, key, bundle_path=args.bundle)
+    _emit(
+        {
+            "bundle": str(signed.bundle_path),
+            "digest": signed.digest,
+            "signer_fingerprint": signed.signer_fingerprint,
+            "files": signed.files,
+        }
+    )
+    return 0
+
+
+def _model_verify(args: argparse.Namespace) -> int:
+    key = _read_small(args.public_key, "public key")
+    verified = verify_model(args.model, key, args.bundle)
+    _emit(
+        {
+            "digest": verified.digest,
+            "signer_fingerprint": verified.signer_fingerprint,
+            "files": verified.files,
+        }
+    )
+    return 0
+
+
+def add_model_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Register ``model keygen|sign|verify``."""
+    parser = subparsers.add_parser(
+        "model",
+        help="sign and verify model directories",
+        description="ECDSA P-256 model signatures (OpenSSF model-signing compatible bundles).",
+    )
+    sub = parser.add_subparsers(dest="model_cmd", required=True, metavar="COMMAND")
+
+    kg = sub.add_parser("keygen", help="create an ECDSA P-256 signing key pair")
+    kg.add_argument("--private-key", required=True, metavar="FILE", help="written with mode 0600")
+    kg.add_argument("--public-key", required=True, metavar="FILE")
+    kg.add_argument("--force", action="store_true", help="overwrite existing key files")
+    kg.set_defaults(func=_guarded(_model_keygen))
+
+    sg = sub.add_parser("sign", help="hash a model directory and sign its manifest")
+    sg.add_argument("--model", required=True, metavar="DIR")
+    sg.add_argument("--private-key", required=True, metavar="FILE")
+    sg.add_argument("--bundle", metavar="FILE", help="default: DIR/model.sig.json")
+    sg.set_defaults(func=_guarded(_model_sign))
+
+    vf = sub.add_parser("verify", help="verify a model directory; prints digest and signer")
+    vf.add_argument("--model", required=True, metavar="DIR")
+    vf.add_argument("--public-key", required=True, metavar="FILE")
+    vf.add_argument("--bundle", metavar="FILE", help="default: DIR/model.sig.json")
+    vf.set_defaults(func=_guarded(_model_verify))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point with just these commands (the ``secureai`` CLI embeds them)."""
+    parser = argparse.ArgumentParser(prog="secureai")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_dataset_parser(subparsers)
+    add_model_parser(subparsers)
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
