@@ -1,0 +1,497 @@
+"""Streaming redaction of response bodies.
+
+``TextStream`` holds back only the tail of the text that could still grow into a match (see
+``Redactor.hold_point``) and emits everything before it at once, so a secret split across chunks
+is caught while time-to-first-byte stays low. ``SSEStream`` and ``NDJSONStream`` apply it to the
+text fragments of JSON events (OpenAI/Anthropic-style deltas), carrying held text from one
+event into the next one for the same choice/field, so structure and event count stay the same.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import Any, Protocol
+
+from secureai.guard.jsonredact import redact_json_bytes
+from secureai.guard.redact import Redactor, apply
+
+CONTEXT_CHARS = 64  # emitted text kept as look-behind context for the next scan
+MAX_EVENT_BYTES = 1 << 20
+
+# Fields of streamed JSON events whose string values are fragments of one growing text.
+STREAM_FIELDS = frozenset(
+    {
+        "content",
+        "text",
+        "delta",
+        "arguments",
+        "partial_json",
+        "reasoning_content",
+        "reasoning",
+        "refusal",
+        "thinking",
+        "response",
+    }
+)
+_TERMINAL_TYPES = ("_stop", ".done", ".completed", ".failed", ".incomplete")
+
+Key = tuple[Any, ...]
+
+
+class StreamError(Exception):
+    """The body cannot be redacted safely (e.g. an unterminated oversized event)."""
+
+
+class BodyFilter(Protocol):
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class TextStream:
+    """Incremental redaction of a text that arrives in pieces."""
+
+    __slots__ = ("_buf", "_counts", "_pos", "_r")
+
+    def __init__(self, redactor: Redactor, counts: dict[str, int]) -> None:
+        self._r = redactor
+        self._counts = counts
+        self._buf = ""
+        self._pos = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf) - self._pos
+
+    def feed(self, chunk: str) -> str:
+        if not chunk:
+            return ""
+        buf = self._buf + chunk
+        pos = self._pos
+        n = len(buf)
+        r = self._r
+        spans = r.find(buf, pos)
+        h = r.hold_point(buf, pos)
+        e = h
+        for s, end, d in spans:
+            if end > h or (d.end_slack and end + d.end_slack >= n):
+                e = min(e, s)
+        out = apply(buf, pos, e, [sp for sp in spans if sp[1] <= e], self._counts)
+        keep = max(0, e - CONTEXT_CHARS)
+        self._buf = buf[keep:]
+        self._pos = e - keep
+        return out
+
+    def flush(self) -> str:
+        buf, pos = self._buf, self._pos
+        self._buf, self._pos = "", 0
+        if pos >= len(buf):
+            return ""
+        return apply(buf, pos, len(buf), self._r.find(buf, pos), self._counts)
+
+
+class ByteStream:
+    """TextStream over bytes in a given charset; undecodable bytes pass through unchanged."""
+
+    def __init__(self, redactor: Redactor, counts: dict[str, int], charset: str = "utf-8") -> None:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            charset = "utf-8"
+        self._charset = charset
+        self._dec = codecs.getincrementaldecoder(charset)("surrogateescape")
+        self._text = TextStream(redactor, counts)
+
+    def feed(self, data: bytes) -> bytes:
+        out = self._text.feed(self._dec.decode(data))
+        return out.encode(self._charset, "surrogateescape")
+
+    def flush(self) -> bytes:
+        out = self._text.feed(self._dec.decode(b"", final=True)) + self._text.flush()
+        return out.encode(self._charset, "surrogateescape")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Ctx:
+    __slots__ = ("changed", "meta", "payload", "terminal", "top")
+
+    def __init__(self, top: Key, terminal: list[Key], meta: list[str], payload: str) -> None:
+        self.top = top
+        self.terminal = terminal
+        self.meta = meta
+        self.payload = payload
+        self.changed = False
+
+
+class JsonFragments:
+    """Cross-event redaction state for a stream of JSON events."""
+
+    def __init__(self, redactor: Redactor, counts: dict[str, int]) -> None:
+        self._r = redactor
+        self._counts = counts
+        self._streams: dict[Key, TextStream] = {}
+        self._templates: dict[Key, tuple[list[str], str]] = {}
+
+    @staticmethod
+    def _top(obj: Any) -> Key:
+        if not isinstance(obj, dict):
+            return ()
+        return tuple(
+            sorted(
+                ("@" + k, v)
+                for k, v in obj.items()
+                if k.endswith("index") and isinstance(v, int) and not isinstance(v, bool)
+            )
+        )
+
+    @staticmethod
+    def _elem(v: Any, i: int) -> Any:
+        if isinstance(v, dict):
+            idx = v.get("index")
+            if isinstance(idx, int) and not isinstance(idx, bool):
+                return ("#", idx)
+        return i
+
+    def _terminals(self, obj: Any, top: Key) -> list[Key]:
+        res: list[Key] = []
+        if isinstance(obj, dict):
+            if obj.get("done") is True:
+                res.append(top)
+            t = obj.get("type")
+            if isinstance(t, str) and t.endswith(_TERMINAL_TYPES):
+                res.append(top)
+
+        def visit(v: Any, path: Key) -> None:
+            if isinstance(v, dict):
+                if v.get("finish_reason") is not None:
+                    res.append(top + path if path and isinstance(path[-1], tuple) else top)
+                if v.get("stop_reason") is not None:
+                    res.append(top)
+                for k, x in v.items():
+                    if isinstance(x, dict | list):
+                        visit(x, (*path, k))
+            elif isinstance(v, list):
+                for i, x in enumerate(v):
+                    visit(x, (*path, self._elem(x, i)))
+
+        visit(obj, ())
+        return res
+
+    @staticmethod
+    def _matches(key: Key, prefixes: list[Key]) -> bool:
+        return any(key[: len(p)] == p for p in prefixes)
+
+    def _walk(self, v: Any, path: Key, ctx: _Ctx) -> Any:
+        if isinstance(v, dict):
+            out: dict[str, Any] = {}
+            for k, x in v.items():
+                nk = self._r.redact(k, self._counts)
+                if nk != k:
+                    ctx.changed = True
+                p = (*path, k)
+                if isinstance(x, str):
+                    if k in STREAM_FIELDS:
+                        out[nk] = self._fragment(ctx.top + p, x, ctx)
+                    else:
+                        red = self._r.redact(x, self._counts)
+                        if red != x:
+                            ctx.changed = True
+                        out[nk] = red
+                else:
+                    out[nk] = self._walk(x, p, ctx)
+            return out
+        if isinstance(v, list):
+            return [self._walk(x, (*path, self._elem(x, i)), ctx) for i, x in enumerate(v)]
+        if isinstance(v, str):
+            red = self._r.redact(v, self._counts)
+            if red != v:
+                ctx.changed = True
+            return red
+        return v
+
+    def _fragment(self, key: Key, value: str, ctx: _Ctx) -> str:
+        st = self._streams.get(key)
+        if st is None:
+            st = self._streams[key] = TextStream(self._r, self._counts)
+        out = st.feed(value)
+        if self._matches(key, ctx.terminal):
+            out += st.flush()
+            del self._streams[key]
+            self._templates.pop(key, None)
+        else:
+            self._templates[key] = (ctx.meta, ctx.payload)
+        if out != value:
+            ctx.changed = True
+        return out
+
+    def _synth(self, key: Key, text: str) -> tuple[list[str], str]:
+        meta, payload = self._templates.pop(key)
+        scratch: dict[str, int] = {}
+        top = self._top(json.loads(payload))
+
+        def fill(v: Any, path: Key) -> Any:
+            if isinstance(v, dict):
+                out: dict[str, Any] = {}
+                for k, x in v.items():
+                    p = (*path, k)
+                    if isinstance(x, str) and k in STREAM_FIELDS:
+                        out[k] = text if top + p == key else ""
+                    else:
+                        out[self._r.redact(k, scratch)] = fill(x, p)
+                return out
+            if isinstance(v, list):
+                return [fill(x, (*path, self._elem(x, i))) for i, x in enumerate(v)]
+            if isinstance(v, str):
+                return self._r.redact(v, scratch)
+            return v
+
+        return meta, _dumps(fill(json.loads(payload), ()))
+
+    def _flush_keys(self, keys: list[Key]) -> list[tuple[list[str], str]]:
+        out: list[tuple[list[str], str]] = []
+        for key in keys:
+            text = self._streams.pop(key).flush()
+            if text:
+                out.append(self._synth(key, text))
+            else:
+                self._templates.pop(key, None)
+        return out
+
+    def process(
+        self, obj: Any, payload: str, meta: list[str]
+    ) -> tuple[list[tuple[list[str], str]], str | None]:
+        """Synthetic events to send first, and the new payload (None: unchanged)."""
+        top = self._top(obj)
+        ctx = _Ctx(top, self._terminals(obj, top), meta, payload)
+        new = self._walk(obj, (), ctx)
+        before: list[tuple[list[str], str]] = []
+        if ctx.terminal and self._streams:
+            done = [k for k in self._streams if self._matches(k, ctx.terminal)]
+            before = self._flush_keys(done)
+        return before, (_dumps(new) if ctx.changed else None)
+
+    def flush_all(self) -> list[tuple[list[str], str]]:
+        return self._flush_keys(list(self._streams))
+
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE = re.compile(r"\r\n|\n|\r")
+
+
+def _parse_json(payload: str) -> Any:
+    s = payload.lstrip()
+    if not s or s[0] not in "{[":
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+class SSEStream:
+    """Redacts ``text/event-stream`` bodies event by event."""
+
+    def __init__(
+        self, redactor: Redactor, counts: dict[str, int], max_event: int = MAX_EVENT_BYTES
+    ) -> None:
+        self._r = redactor
+        self._pending = b""
+        self._max_event = max_event
+        self._json = JsonFragments(redactor, counts)
+        self._raw = TextStream(redactor, counts)
+        self._raw_meta: list[str] = []
+
+    @staticmethod
+    def _render(meta: list[str], payload: str) -> bytes:
+        lines = [*meta, *("data: " + p for p in _LINE.split(payload))]
+        return ("\n".join(lines) + "\n\n").encode("utf-8", "surrogateescape")
+
+    def _synth(self, events: list[tuple[list[str], str]]) -> list[bytes]:
+        return [self._render(m, p) for m, p in events]
+
+    def _flush_all(self) -> list[bytes]:
+        out = self._synth(self._json.flush_all())
+        rest = self._raw.flush()
+        if rest:
+            out.append(self._render(self._raw_meta, rest))
+        return out
+
+    def _event(self, raw: bytes, term_len: int) -> list[bytes]:
+        text = raw[: len(raw) - term_len].decode("utf-8", "surrogateescape")
+        data: list[str] = []
+        meta: list[str] = []
+        for line in _LINE.split(text):
+            name, colon, value = line.partition(":")
+            if name == "data":
+                data.append(value[1:] if value.startswith(" ") else value)
+            elif line:
+                meta.append(line)
+        if not data:
+            return [raw]
+        payload = "\n".join(data)
+        if payload.strip() == "[DONE]":
+            return [*self._flush_all(), raw]
+        obj = _parse_json(payload)
+        if obj is not None:
+            synth_meta = [m for m in meta if not m.startswith("id:")]
+            before, new = self._json.process(obj, payload, synth_meta)
+            out = self._synth(before)
+            out.append(raw if new is None else self._render(meta, new))
+            return out
+        self._raw_meta = [m for m in meta if not m.startswith("id:")]
+        red = self._raw.feed(payload)
+        return [raw if red == payload else self._render(meta, red)]
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._pending + data
+        scan_from = max(0, len(self._pending) - 3)
+        out: list[bytes] = []
+        start = 0
+        for m in _EVENT_END.finditer(buf, scan_from):
+            if m.start() < start:
+                continue
+            out.extend(self._event(buf[start : m.end()], m.end() - m.start()))
+            start = m.end()
+        self._pending = buf[start:]
+        if len(self._pending) > self._max_event:
+            raise StreamError("server-sent event exceeds the size limit")
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        out: list[bytes] = []
+        if self._pending:
+            out.extend(self._event(self._pending, 0))
+            self._pending = b""
+        out.extend(self._flush_all())
+        return b"".join(out)
+
+
+class NDJSONStream:
+    """Redacts newline-delimited JSON streams (e.g. Ollama) line by line."""
+
+    def __init__(
+        self, redactor: Redactor, counts: dict[str, int], max_line: int = MAX_EVENT_BYTES
+    ) -> None:
+        self._r = redactor
+        self._counts = counts
+        self._pending = b""
+        self._max_line = max_line
+        self._json = JsonFragments(redactor, counts)
+
+    def _line(self, raw: bytes) -> list[bytes]:
+        body = raw.rstrip(b"\r\n")
+        nl = raw[len(body) :]
+        text = body.decode("utf-8", "surrogateescape")
+        obj = _parse_json(text)
+        if obj is None:
+            red = self._r.redact(text, self._counts)
+            return [raw if red == text else red.encode("utf-8", "surrogateescape") + nl]
+        before, new = self._json.process(obj, text, [])
+        out = [p.encode("utf-8", "surrogateescape") + b"\n" for _, p in before]
+        out.append(raw if new is None else new.encode("utf-8", "surrogateescape") + nl)
+        return out
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._pending + data
+        out: list[bytes] = []
+        start = 0
+        while (i := buf.find(b"\n", start)) >= 0:
+            out.extend(self._line(buf[start : i + 1]))
+            start = i + 1
+        self._pending = buf[start:]
+        if len(self._pending) > self._max_line:
+            raise StreamError("JSON line exceeds the size limit")
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        out: list[bytes] = []
+        if self._pending:
+            out.extend(self._line(self._pending))
+            self._pending = b""
+        out.extend(p.encode("utf-8", "surrogateescape") + b"\n" for _, p in self._json.flush_all())
+        return b"".join(out)
+
+
+class JsonDocument:
+    """Buffers a JSON document (up to ``cap`` bytes) and redacts its strings structurally.
+
+    Past the cap, or if the body is not JSON, it falls back to text redaction.
+    """
+
+    def __init__(self, redactor: Redactor, counts: dict[str, int], cap: int) -> None:
+        self._r = redactor
+        self._counts = counts
+        self._cap = cap
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._text: ByteStream | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._text is not None:
+            return self._text.feed(data)
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size <= self._cap:
+            return b""
+        self._text = ByteStream(self._r, self._counts)
+        body = b"".join(self._parts)
+        self._parts = []
+        return self._text.feed(body)
+
+    def flush(self) -> bytes:
+        if self._text is not None:
+            return self._text.flush()
+        body = b"".join(self._parts)
+        self._parts = []
+        red = redact_json_bytes(body, self._r, self._counts)
+        if red is not None:
+            return red
+        text = ByteStream(self._r, self._counts)
+        return text.feed(body) + text.flush()
+
+
+_TEXTUAL = frozenset(
+    {
+        "",
+        "application/xml",
+        "application/javascript",
+        "application/x-www-form-urlencoded",
+        "application/yaml",
+        "application/x-yaml",
+        "application/graphql",
+    }
+)
+_NDJSON = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
+
+
+def parse_content_type(value: str | None) -> tuple[str, str]:
+    if not value:
+        return "", "utf-8"
+    mime, _, params = value.partition(";")
+    charset = "utf-8"
+    for p in params.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k.lower() == "charset" and v:
+            charset = v.strip('"').lower()
+    return mime.strip().lower(), charset
+
+
+def body_filter(
+    content_type: str | None, redactor: Redactor, counts: dict[str, int], buffer_cap: int
+) -> BodyFilter | None:
+    """The redacting filter for a response body, or None for binary types (passed through)."""
+    mime, charset = parse_content_type(content_type)
+    if mime == "text/event-stream":
+        return SSEStream(redactor, counts)
+    if mime in _NDJSON:
+        return NDJSONStream(redactor, counts)
+    if mime == "application/json" or mime.endswith("+json"):
+        return JsonDocument(redactor, counts, buffer_cap)
+    if mime.startswith("text/") or mime in _TEXTUAL or mime.endswith("+xml"):
+        return ByteStream(redactor, counts, charset)
+    return None
