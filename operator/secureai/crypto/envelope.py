@@ -220,6 +220,11 @@ def _read_full(src: BinaryIO, view: memoryview) -> int:
     return int(total)
 
 
+def _read_header_bytes(src: BinaryIO) -> bytes:
+    buf = bytearray(HEADER_SIZE)
+    return bytes(buf[: _read_full(src, memoryview(buf))])
+
+
 def encrypt_stream(
     src: BinaryIO, dst: BinaryIO, kek: bytes, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> int:
@@ -301,7 +306,7 @@ def _parse_header(raw: bytes) -> tuple[int, bytes, bytes, bytes]:
 
 def read_header(src: BinaryIO) -> EnvelopeInfo:
     """Parse (without authenticating) the header at the current position of ``src``."""
-    chunk_size, kid, _, _ = _parse_header(src.read(HEADER_SIZE))
+    chunk_size, kid, _, _ = _parse_header(_read_header_bytes(src))
     return EnvelopeInfo(VERSION, ALG_AES256GCM_STREAM_KW, chunk_size, kid.hex())
 
 
@@ -333,7 +338,7 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes) -> int:
     the plaintext: callers must discard it (``decrypt_file`` does this for you).
     """
     kek = _check_kek(kek)
-    aead, chunk_size, prefix, header = _open_header(src.read(HEADER_SIZE), kek)
+    aead, chunk_size, prefix, header = _open_header(_read_header_bytes(src), kek)
     record = chunk_size + TAG_SIZE
     cur = memoryview(bytearray(record))
     nxt = memoryview(bytearray(record))
@@ -439,6 +444,8 @@ def _walk_files(root: Path) -> Iterator[Path]:
         for name in sorted(filenames):
             full = base / name
             mode = full.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise EnvelopeError(f"refusing symlink: {full}")
             if not stat.S_ISREG(mode):
                 raise EnvelopeError(f"refusing non-regular file: {full}")
             yield full.relative_to(root)
