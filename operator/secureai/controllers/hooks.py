@@ -1,0 +1,79 @@
+"""Reconcile steps that need the cluster: serving certificates and dataset storage checks."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from secureai.api import Policy, SecureInferenceService, SecureTrainingJob
+from secureai.controllers import metrics
+from secureai.controllers.state import ChildKey, Entry
+from secureai.k8s.certs import CertificateAuthority, storage_class_of_claim
+from secureai.k8s.client import KubeClient
+from secureai.render.inference import operator_issues_tls, service_dns_names, tls_secret_name
+
+
+def operator_clock() -> datetime:
+    """Wall-clock time, shifted by SECUREAI_CLOCK_OFFSET_SECONDS (tests advance time with it)."""
+    offset = float(os.environ.get("SECUREAI_CLOCK_OFFSET_SECONDS", "0") or 0)
+    return datetime.now(UTC) + timedelta(seconds=offset)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ClusterHooks:
+    def __init__(self, kube: KubeClient, policy: Policy, operator_namespace: str) -> None:
+        self.kube = kube
+        self.policy = policy
+        self.ca = CertificateAuthority(kube, operator_namespace, now=operator_clock)
+
+    async def prepare(
+        self,
+        entry: Entry,
+        desired: list[dict[str, Any]],
+        live: dict[ChildKey, dict[str, Any]],
+    ) -> str | None:
+        model = entry.model
+        if isinstance(model, SecureTrainingJob):
+            return await self._check_datasets(model)
+        if isinstance(model, SecureInferenceService) and operator_issues_tls(model):
+            name = tls_secret_name(model)
+            manifest = next(
+                m for m in desired if m["kind"] == "Secret" and m["metadata"]["name"] == name
+            )
+            data, not_after = await self.ca.serving_secret_data(
+                live.get(("Secret", name)),
+                service_dns_names(model),
+                timedelta(seconds=self.policy.certificate_lifetime_seconds),
+            )
+            manifest["data"] = data
+            entry.tls_not_after = _iso(not_after)
+            metrics.CERT_EXPIRY.labels(entry.namespace, name).set(not_after.timestamp())
+        return None
+
+    async def _check_datasets(self, model: SecureTrainingJob) -> str | None:
+        encrypted = self.policy.encrypted_storage_classes
+        for i, dataset in enumerate(model.spec.datasets or []):
+            field = f"spec.datasets[{i}].claimName"
+            klass = await storage_class_of_claim(
+                self.kube, model.metadata.namespace, dataset.claim_name
+            )
+            if klass is None:
+                return f"{field}: PVC {dataset.claim_name!r} does not exist"
+            if klass not in encrypted:
+                return (
+                    f"{field}: PVC {dataset.claim_name!r} is on StorageClass {klass!r}, "
+                    f"which is not encrypted (allowed: {', '.join(encrypted)})"
+                )
+        return None
+
+    def needs_refresh(self, entry: Entry) -> bool:
+        """A serving certificate past 2/3 of its life must be reissued."""
+        if entry.tls_not_after is None:
+            return False
+        expiry = datetime.strptime(entry.tls_not_after, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        lifetime = timedelta(seconds=self.policy.certificate_lifetime_seconds)
+        return operator_clock() >= expiry - lifetime / 3

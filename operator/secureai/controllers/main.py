@@ -1,0 +1,121 @@
+"""`secureai run`: the operator process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from secureai.api import Policy
+from secureai.controllers.handlers import configure_watches, register
+from secureai.controllers.hooks import ClusterHooks
+from secureai.controllers.http import serve
+from secureai.controllers.reconciler import Reconciler, one_line
+from secureai.k8s.client import ApiError, KubeClient, load_credentials
+from secureai.k8s.resources import CHILD_RESOURCES
+from secureai.render.meta import LABEL_MANAGED_BY, MANAGED_BY
+
+log = logging.getLogger("secureai")
+
+RESYNC_SECONDS = float(os.environ.get("SECUREAI_RESYNC_SECONDS", "60"))
+
+
+def emit(body: dict[str, Any], type: str, reason: str, message: str) -> None:
+    """An Event on the workload, posted asynchronously by kopf."""
+    try:
+        kopf.event(cast(Any, body), type=type, reason=reason, message=message)
+    except LookupError:
+        log.info("event %s %s: %s", type, reason, message)
+
+
+def load_policy(path: str | None) -> Policy:
+    path = path or os.environ.get("SECUREAI_POLICY_FILE")
+    if not path:
+        log.warning("no policy file given; using built-in defaults (no registry is allowed)")
+        return Policy()
+    return Policy.from_yaml(path)
+
+
+async def warm_caches(reconciler: Reconciler) -> None:
+    """List children once so that a restart re-applies nothing that is already right."""
+    managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    for kind in CHILD_RESOURCES:
+        for body in await reconciler.kube.list(kind, label_selector=managed):
+            body.setdefault("kind", kind)
+            reconciler.state.remember_child(body)
+    for body in await reconciler.kube.list("NetworkPolicy"):
+        body.setdefault("kind", "NetworkPolicy")
+        if (body["metadata"].get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            await reconciler.on_network_policy(body, deleted=False)
+    for body in await reconciler.kube.list("Namespace"):
+        reconciler.state.namespaces[body["metadata"]["name"]] = dict(
+            body["metadata"].get("labels") or {}
+        )
+
+
+async def resync_forever(reconciler: Reconciler, period: float) -> None:
+    while True:
+        await asyncio.sleep(period)
+        try:
+            writes = await reconciler.resync()
+            log.debug("resync done, %d writes", writes)
+        except ApiError as exc:
+            log.warning("resync failed: %s", exc)
+
+
+def run(args: argparse.Namespace) -> int:
+    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=bool(args.verbose))
+    try:
+        policy = load_policy(args.policy)
+    except ValidationError as exc:
+        print(f"secureai: policy: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"secureai: policy: {exc}", file=sys.stderr)
+        return 2
+    kube = KubeClient(load_credentials())
+    namespace = os.environ.get("SECUREAI_NAMESPACE", "secureai-system")
+    reconciler = Reconciler(kube, policy, emit, hooks=ClusterHooks(kube, policy, namespace))
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler)
+    ready = asyncio.Event()
+    background: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 270
+        settings.watching.client_timeout = 300
+        settings.watching.connect_timeout = 10
+        settings.watching.reconnect_backoff = 0.2
+        settings.networking.request_timeout = 30
+        settings.batching.worker_limit = None
+        configure_watches(settings)
+        await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
+        await warm_caches(reconciler)
+        background.append(asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS)))
+        ready.set()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await kube.close()
+
+    kopf.run(
+        registry=registry,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )
+    return 0

@@ -1,0 +1,112 @@
+"""In-memory state: workloads, their desired children and the live children seen by watches."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from secureai.api import Workload
+from secureai.render.meta import LABEL_KIND, LABEL_WORKLOAD
+
+WorkloadKey = tuple[str, str, str]  # (kind label: training|inference, namespace, name)
+ChildKey = tuple[str, str]  # (kind, name)
+
+KIND_LABELS = {"SecureTrainingJob": "training", "SecureInferenceService": "inference"}
+
+
+def slim(body: dict[str, Any]) -> dict[str, Any]:
+    """A body without managedFields, which are large and never compared."""
+    meta = body.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return body
+
+
+def resource_version(body: dict[str, Any]) -> int:
+    try:
+        return int(body.get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class Entry:
+    """One workload: its last seen body, model and rendered children."""
+
+    body: dict[str, Any]
+    model: Workload | None = None
+    desired: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)
+    reconciled_generation: int = -1
+    rejected: str | None = None
+    rejected_by_cluster: bool = False
+    foreign: set[str] = field(default_factory=set)
+    drift_total: int = 0
+    drift_last_time: str | None = None
+    drift_last_object: str | None = None
+    drift_last_change: str | None = None
+    tls_not_after: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    status_pending: bool = False
+
+    @property
+    def generation(self) -> int:
+        return int(self.body.get("metadata", {}).get("generation") or 0)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.body["kind"])
+
+
+def workload_key_of_cr(body: dict[str, Any]) -> WorkloadKey:
+    meta = body["metadata"]
+    return (KIND_LABELS[body["kind"]], meta["namespace"], meta["name"])
+
+
+def workload_key_of_child(body: dict[str, Any]) -> WorkloadKey | None:
+    meta = body.get("metadata", {})
+    labels = meta.get("labels") or {}
+    name, kind = labels.get(LABEL_WORKLOAD), labels.get(LABEL_KIND)
+    if not name or not kind:
+        return None
+    return (kind, meta.get("namespace", ""), name)
+
+
+@dataclass
+class State:
+    workloads: dict[WorkloadKey, Entry] = field(default_factory=dict)
+    live: dict[WorkloadKey, dict[ChildKey, dict[str, Any]]] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    foreign_policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def live_children(self, key: WorkloadKey) -> dict[ChildKey, dict[str, Any]]:
+        return self.live.setdefault(key, {})
+
+    def remember_child(self, body: dict[str, Any]) -> WorkloadKey | None:
+        """Store a child seen by a watch or returned by a write; newer versions win."""
+        key = workload_key_of_child(body)
+        if key is None:
+            return None
+        child = (body["kind"], body["metadata"]["name"])
+        children = self.live_children(key)
+        known = children.get(child)
+        if known is None or resource_version(body) >= resource_version(known):
+            children[child] = slim(body)
+        return key
+
+    def forget_child(self, body: dict[str, Any]) -> WorkloadKey | None:
+        key = workload_key_of_child(body)
+        if key is not None:
+            self.live_children(key).pop((body["kind"], body["metadata"]["name"]), None)
+        return key
+
+    def in_namespace(self, namespace: str) -> list[Entry]:
+        return [e for (_, ns, _), e in self.workloads.items() if ns == namespace]

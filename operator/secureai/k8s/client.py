@@ -1,0 +1,238 @@
+"""An async Kubernetes REST client: server-side apply, replace, delete, status, tokens.
+
+Credentials come from the kubeconfig or the in-cluster service account (loaded by the
+`kubernetes` package); requests go over one pooled aiohttp session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from kubernetes import config as kube_config
+from kubernetes.client import Configuration
+
+from secureai.k8s.resources import CHILD_RESOURCES, NAMESPACE, Resource, resource_of
+
+FIELD_MANAGER = "secureai"
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+MERGE_CONTENT_TYPE = "application/merge-patch+json"
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
+
+
+class ApiError(Exception):
+    """A failed API call; `status` is the HTTP status (0 for transport errors)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Credentials:
+    host: str
+    ssl_context: ssl.SSLContext | bool
+    token: str | None
+    token_file: str | None
+
+
+def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """From $KUBECONFIG (or `kubeconfig`), else the in-cluster service account."""
+    cfg = Configuration()
+    token_file = None
+    if kubeconfig or os.environ.get("KUBECONFIG") or not os.path.exists(IN_CLUSTER_TOKEN):
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=cfg
+        )
+    else:
+        kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        token_file = IN_CLUSTER_TOKEN
+    context: ssl.SSLContext | bool
+    if cfg.verify_ssl:
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.cert_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    else:
+        context = False
+    auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+    token = None
+    if auth:
+        prefix = cfg.api_key_prefix.get("authorization", "")
+        token = auth if auth.startswith("Bearer ") else f"{prefix or 'Bearer'} {auth}".strip()
+    return Credentials(cfg.host.rstrip("/"), context, token, token_file)
+
+
+class KubeClient:
+    """The only code that talks to the API server."""
+
+    def __init__(self, credentials: Credentials, *, pool_size: int = 32) -> None:
+        self._creds = credentials
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        self._token_mtime = 0.0
+        self._token = credentials.token
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _auth_header(self) -> dict[str, str]:
+        token_file = self._creds.token_file
+        if token_file:
+            mtime = os.stat(token_file).st_mtime
+            if mtime != self._token_mtime:
+                with open(token_file, encoding="ascii") as fh:
+                    self._token = "Bearer " + fh.read().strip()
+                self._token_mtime = mtime
+        return {"Authorization": self._token} if self._token else {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, ssl=self._creds.ssl_context, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=30, connect=5)
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        allow: tuple[int, ...] = (),
+    ) -> dict[str, Any]:
+        url = self._creds.host + path + (f"?{urlencode(params)}" if params else "")
+        headers = {"Accept": "application/json", **self._auth_header()}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body, separators=(",", ":"))
+        try:
+            async with self._get_session().request(method, url, data=data, headers=headers) as resp:
+                text = await resp.text()
+                status = resp.status
+                reason = resp.reason or ""
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(0, type(exc).__name__, str(exc) or "transport error") from exc
+        if status in allow:
+            return {}
+        if status >= 400:
+            message = text[:500]
+            try:
+                payload = json.loads(text)
+                message = payload.get("message", message)
+                reason = payload.get("reason", reason)
+            except ValueError:
+                pass
+            raise ApiError(status, reason, message)
+        result: dict[str, Any] = json.loads(text) if text else {}
+        return result
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", resource_of(kind).path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request("GET", resource_of(kind).path(namespace), params=params)
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply with the operator's single field manager."""
+        meta = manifest["metadata"]
+        resource = resource_of(manifest["kind"])
+        return await self.request(
+            "PATCH",
+            resource.path(meta.get("namespace"), meta["name"]),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=manifest,
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """PUT: removes what others added (which server-side apply would keep)."""
+        meta = manifest["metadata"]
+        resource = resource_of(manifest["kind"])
+        return await self.request(
+            "PUT",
+            resource.path(meta.get("namespace"), meta["name"]),
+            params={"fieldManager": FIELD_MANAGER},
+            body=manifest,
+        )
+
+    async def delete(
+        self, kind: str, namespace: str | None, name: str, *, propagation: str = "Background"
+    ) -> None:
+        await self.request(
+            "DELETE",
+            resource_of(kind).path(namespace, name),
+            body={"propagationPolicy": propagation},
+            allow=(404,),
+        )
+
+    async def patch_status(
+        self, resource: Resource, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.request(
+            "PATCH",
+            resource.path(namespace, name) + "/status",
+            params={"fieldManager": FIELD_MANAGER},
+            body={"status": status},
+            content_type=MERGE_CONTENT_TYPE,
+        )
+
+    async def apply_namespace_labels(self, namespace: str, labels: dict[str, str]) -> None:
+        await self.request(
+            "PATCH",
+            NAMESPACE.path(None, namespace),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body={
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": labels},
+            },
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def request_token(
+        self, namespace: str, service_account: str, audience: str, seconds: int
+    ) -> str:
+        """TokenRequest: a short-lived, audience-bound token for a ServiceAccount."""
+        path = CHILD_RESOURCES["ServiceAccount"].path(namespace, service_account) + "/token"
+        result = await self.request(
+            "POST",
+            path,
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"audiences": [audience], "expirationSeconds": seconds},
+            },
+        )
+        token: str = result["status"]["token"]
+        return token

@@ -1,0 +1,201 @@
+"""Status from the live children. Pure: the caller passes the observations and the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from secureai.api import Policy, SecureTrainingJob, Workload
+from secureai.render.validate import image_digest
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the controller saw of a workload's world."""
+
+    children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    foreign_policies: tuple[str, ...] = ()
+    namespace_labelled: bool = True
+    tls_not_after: str | None = None
+    model_digest: str | None = None
+    model_signer: str | None = None
+    drift_total: int = 0
+    drift_last_time: str | None = None
+    drift_last_object: str | None = None
+    drift_last_change: str | None = None
+
+
+def _condition(
+    previous: dict[str, dict[str, Any]],
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    before = previous.get(kind)
+    since = now
+    if before is not None and before.get("status") == status:
+        since = before.get("lastTransitionTime", now)
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+    }
+
+
+def _find(obs: Observed, kind: str, name: str) -> dict[str, Any]:
+    return obs.children.get((kind, name)) or {}
+
+
+def _is_true(obj: dict[str, Any], kind: str) -> bool:
+    for cond in obj.get("status", {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return True
+    return False
+
+
+def _readiness(cr: Workload, obs: Observed) -> tuple[str, str, str, str, bool]:
+    """(phase, Ready status, reason, message, scheduled)."""
+    name = cr.metadata.name
+    if isinstance(cr, SecureTrainingJob):
+        job = _find(obs, "Job", name)
+        st = job.get("status", {})
+        workers = cr.spec.workers
+        if _is_true(job, "Complete"):
+            return "Succeeded", "True", "Succeeded", f"{workers} of {workers} workers done", True
+        if _is_true(job, "Failed"):
+            return "Failed", "False", "Failed", "the Job failed", True
+        ready = int(st.get("ready") or 0)
+        if job and ready + int(st.get("succeeded") or 0) >= workers:
+            return "Running", "True", "Running", f"{ready} of {workers} workers ready", True
+        return "Pending", "False", "Pending", f"{ready} of {workers} workers ready", ready > 0
+    deployment = _find(obs, "Deployment", name)
+    st = deployment.get("status", {})
+    want = cr.spec.replicas
+    available = int(st.get("availableReplicas") or 0)
+    current = int(st.get("observedGeneration") or 0) >= int(
+        deployment.get("metadata", {}).get("generation") or 0
+    )
+    if deployment and current and available >= want and int(st.get("updatedReplicas") or 0) >= want:
+        return "Ready", "True", "Available", f"{available} of {want} replicas available", True
+    return (
+        "Pending",
+        "False",
+        "Progressing",
+        f"{available} of {want} replicas available",
+        available > 0,
+    )
+
+
+def compute_status(
+    cr: Workload,
+    policy: Policy,
+    obs: Observed,
+    previous: dict[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    """The status subresource of a reconciled workload."""
+    gen = cr.metadata.generation
+    prev = {c["type"]: c for c in (previous or {}).get("conditions") or []}
+    phase, ready, reason, message, scheduled = _readiness(cr, obs)
+    gpu = cr.spec.gpu
+    workers = cr.spec.workers if isinstance(cr, SecureTrainingJob) else cr.spec.replicas
+    conditions = [_condition(prev, "Ready", ready, reason, message, gen, now)]
+    if obs.foreign_policies:
+        conditions.append(
+            _condition(
+                prev,
+                "Isolated",
+                "False",
+                "ForeignNetworkPolicy",
+                "widened by " + ", ".join(sorted(obs.foreign_policies)),
+                gen,
+                now,
+            )
+        )
+    else:
+        conditions.append(
+            _condition(
+                prev, "Isolated", "True", "DefaultDeny", "ingress and egress default-deny", gen, now
+            )
+        )
+    if policy.pod_security_labels and not obs.namespace_labelled:
+        hardened = ("False", "NamespaceUnlabelled", "namespace lacks enforce=restricted")
+    else:
+        hardened = ("True", "RestrictedProfile", "pods meet Pod Security restricted")
+    conditions.append(_condition(prev, "Hardened", *hardened, gen, now))
+    if isinstance(cr, SecureTrainingJob):
+        encrypted = (
+            ("True", "EncryptedStorage", "output on an encrypted StorageClass")
+            if cr.spec.output
+            else ("True", "NoPersistentOutput", "no persistent volume written")
+        )
+    elif obs.tls_not_after:
+        encrypted = ("True", "TLSIssued", f"serving certificate valid until {obs.tls_not_after}")
+    else:
+        encrypted = ("True", "TLSConfigured", "serving over TLS")
+    conditions.append(_condition(prev, "Encrypted", *encrypted, gen, now))
+    if gpu is None or gpu.count == 0:
+        placed = ("True", "NoGpuRequested", "CPU-only workload")
+    elif scheduled:
+        placed = ("True", "GpuNodes", f"{gpu.count} GPU(s) per pod on GPU nodes")
+    else:
+        placed = ("Unknown", "Scheduling", "waiting for GPU nodes")
+    conditions.append(_condition(prev, "Placed", *placed, gen, now))
+    if obs.drift_last_object:
+        drift = (
+            "False",
+            "Reverted",
+            f"reverted {obs.drift_last_object}: {obs.drift_last_change or 'changed'}",
+        )
+    else:
+        drift = ("False", "InSync", "children match the rendered state")
+    conditions.append(_condition(prev, "Drift", *drift, gen, now))
+    lineage: dict[str, Any] = {}
+    digest = image_digest(cr.spec.image)
+    if digest:
+        lineage["imageDigest"] = digest
+    if isinstance(cr, SecureTrainingJob):
+        if cr.spec.datasets:
+            lineage["datasets"] = [d.claim_name for d in cr.spec.datasets]
+    else:
+        if obs.model_digest:
+            lineage["modelDigest"] = obs.model_digest
+        if obs.model_signer:
+            lineage["modelSigner"] = obs.model_signer
+    status: dict[str, Any] = {
+        "phase": phase,
+        "observedGeneration": gen,
+        "gpus": (gpu.count if gpu else 0) * workers,
+        "conditions": conditions,
+        "children": [{"kind": k, "name": n} for (k, n) in sorted(obs.children)],
+        "lineage": lineage,
+        "drift": {"revertsTotal": obs.drift_total},
+    }
+    if obs.drift_last_time:
+        status["drift"]["lastRevertTime"] = obs.drift_last_time
+        status["drift"]["lastObject"] = obs.drift_last_object
+    if not isinstance(cr, SecureTrainingJob):
+        status["readyReplicas"] = int(
+            _find(obs, "Deployment", cr.metadata.name).get("status", {}).get("readyReplicas") or 0
+        )
+        if obs.tls_not_after:
+            status["tls"] = {"notAfter": obs.tls_not_after}
+    return status
+
+
+def rejected_status(
+    cr_generation: int, previous: dict[str, Any] | None, message: str, now: str
+) -> dict[str, Any]:
+    """Status of a spec that breaks policy or schema: nothing is created."""
+    prev = {c["type"]: c for c in (previous or {}).get("conditions") or []}
+    conditions = [_condition(prev, "Ready", "False", "Rejected", message, cr_generation, now)]
+    for kind in ("Isolated", "Hardened", "Encrypted", "Placed", "Drift"):
+        if kind in prev:
+            conditions.append(prev[kind])
+    return {"phase": "Rejected", "observedGeneration": cr_generation, "conditions": conditions}
