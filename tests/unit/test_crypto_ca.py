@@ -1,0 +1,202 @@
+"""Internal CA: issuance, chain verification, renewal on an injected clock, rotation overlap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from secureai.crypto.ca import (
+    CA,
+    CLOCK_SKEW,
+    CAError,
+    bundle,
+    bundle_certs,
+    cert_dns_names,
+    cert_expiry,
+    fingerprint,
+    generate_ca,
+    issue_serving_cert,
+    needs_renewal,
+    prune_bundle,
+    verify_chain,
+)
+
+T0 = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+NAMES = ["web.team-a.svc", "web.team-a.svc.cluster.local"]
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return generate_ca("secureai-ca", T0, lifetime=90 * DAY)
+
+
+def test_ca_certificate(ca: CA) -> None:
+    cert = ca.certificate
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "secureai-ca"
+    assert cert.issuer == cert.subject
+    assert cert.not_valid_before_utc == T0 - CLOCK_SKEW
+    assert cert.not_valid_after_utc == T0 + 90 * DAY == ca.not_after
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca and bc.value.path_length == 0
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.key_cert_sign and ku.crl_sign
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert ca.validate() is ca
+    assert ca.fingerprint == fingerprint(ca.cert_pem) == fingerprint(ca.private_key.public_key())
+    assert fingerprint(ca.cert_pem).startswith("sha256:")
+
+
+def test_serving_cert(ca: CA) -> None:
+    key_pem, cert_pem, not_after = issue_serving_cert(ca, NAMES, T0 + DAY)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    assert not_after == T0 + 2 * DAY == cert_expiry(cert_pem)
+    assert cert.not_valid_before_utc == T0 + DAY - CLOCK_SKEW
+    assert cert_dns_names(cert_pem) == NAMES
+    assert cert.issuer == ca.certificate.subject
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    private = serialization.load_pem_private_key(key_pem, None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    assert fingerprint(private.public_key()) == fingerprint(cert_pem)
+    assert verify_chain(cert_pem, ca.cert_pem, T0 + DAY) == cert
+    for name in NAMES:
+        verify_chain(cert_pem, ca.cert_pem, T0 + DAY, dns_name=name)
+
+
+def test_serving_cert_name_handling(ca: CA) -> None:
+    issued = issue_serving_cert(ca, ["A.Example.COM.", "a.example.com", "*.svc.local"], T0)
+    assert cert_dns_names(issued.cert_pem) == ["a.example.com", "*.svc.local"]
+    long_name = ".".join(["x" * 60, "team-a", "svc", "cluster", "local"])
+    issued = issue_serving_cert(ca, [long_name], T0)
+    cert = x509.load_pem_x509_certificate(issued.cert_pem)
+    assert len(cert.subject) == 0
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    verify_chain(issued.cert_pem, ca.cert_pem, T0)
+
+
+@pytest.mark.parametrize(
+    "names", [[], ["bad name"], ["-x.svc"], ["a..b"], ["x" * 64 + ".svc"], "web.svc"]
+)
+def test_invalid_dns_names(ca: CA, names: list[str]) -> None:
+    with pytest.raises(CAError):
+        issue_serving_cert(ca, names, T0)
+
+
+def test_chain_rejections(ca: CA) -> None:
+    issued = issue_serving_cert(ca, NAMES, T0)
+    with pytest.raises(CAError, match="does not verify"):
+        verify_chain(issued.cert_pem, ca.cert_pem, T0, dns_name="other.svc")
+    with pytest.raises(CAError, match="not valid"):
+        verify_chain(issued.cert_pem, ca.cert_pem, T0 + DAY + timedelta(seconds=1))
+    with pytest.raises(CAError, match="not valid"):
+        verify_chain(issued.cert_pem, ca.cert_pem, T0 - timedelta(hours=1))
+    stranger = generate_ca("secureai-ca", T0)
+    with pytest.raises(CAError, match="does not verify"):
+        verify_chain(issued.cert_pem, stranger.cert_pem, T0)
+    with pytest.raises(CAError, match="not a PEM certificate"):
+        verify_chain(b"junk", ca.cert_pem, T0)
+
+
+def test_serving_cert_never_outlives_its_ca(ca: CA) -> None:
+    late = ca.not_after - timedelta(hours=2)
+    issued = issue_serving_cert(ca, NAMES, late)
+    assert issued.not_after == ca.not_after
+    with pytest.raises(CAError, match="not valid at the requested time"):
+        issue_serving_cert(ca, NAMES, ca.not_after)
+
+
+def test_time_is_injected_and_must_be_aware(ca: CA) -> None:
+    far = datetime(2040, 1, 1, tzinfo=UTC)
+    later = generate_ca("future", far, lifetime=DAY)
+    assert later.certificate.not_valid_before_utc == far - CLOCK_SKEW
+    naive = datetime(2031, 3, 1, 12, 0)
+    with pytest.raises(CAError, match="timezone-aware"):
+        generate_ca("x", naive)
+    with pytest.raises(CAError, match="timezone-aware"):
+        issue_serving_cert(ca, NAMES, naive)
+    with pytest.raises(CAError, match="timezone-aware"):
+        needs_renewal(ca.cert_pem, naive)
+    with pytest.raises(CAError, match="lifetime"):
+        generate_ca("x", T0, lifetime=timedelta(0))
+
+
+def test_renewal_at_two_thirds_of_lifetime(ca: CA) -> None:
+    issued = issue_serving_cert(ca, NAMES, T0)
+    cert = x509.load_pem_x509_certificate(issued.cert_pem)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    threshold = start + (end - start) * 2 / 3
+    clock = T0
+    while clock < threshold:
+        assert not needs_renewal(issued.cert_pem, clock), clock
+        clock += timedelta(minutes=30)
+    assert not needs_renewal(issued.cert_pem, threshold - timedelta(seconds=1))
+    assert needs_renewal(issued.cert_pem, threshold)
+    assert needs_renewal(issued.cert_pem, end + DAY)
+    # the renewed certificate is fresh again at the same clock
+    renewed = issue_serving_cert(ca, NAMES, threshold)
+    assert not needs_renewal(renewed.cert_pem, threshold)
+    assert renewed.not_after > issued.not_after
+    assert not needs_renewal(issued.cert_pem, T0 + timedelta(hours=12), fraction=0.9)
+    assert needs_renewal(issued.cert_pem, T0 + timedelta(hours=12), fraction=0.5)
+
+
+def test_renewal_of_garbage_and_bad_fraction(ca: CA) -> None:
+    assert needs_renewal(b"", T0)
+    assert needs_renewal(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", T0)
+    with pytest.raises(CAError, match="fraction"):
+        needs_renewal(ca.cert_pem, T0, fraction=0)
+    with pytest.raises(CAError, match="fraction"):
+        needs_renewal(ca.cert_pem, T0, fraction=1.5)
+
+
+def test_ca_rotation_with_overlapping_bundle(ca: CA) -> None:
+    # At 2/3 of the old CA's life a new CA is made and published next to the old one.
+    rotate_at = T0 + 60 * DAY
+    old_leaf = issue_serving_cert(ca, NAMES, rotate_at - timedelta(hours=1))
+    assert needs_renewal(ca.cert_pem, rotate_at)
+    new = generate_ca("secureai-ca", rotate_at, lifetime=90 * DAY)
+    overlap = bundle([new, ca])
+    assert len(bundle_certs(overlap)) == 2
+    new_leaf = issue_serving_cert(new, NAMES, rotate_at)
+    now = rotate_at + timedelta(hours=1)
+    verify_chain(old_leaf.cert_pem, overlap, now)
+    verify_chain(new_leaf.cert_pem, overlap, now)
+    # Once every old-issued leaf has expired the old CA leaves the bundle.
+    trimmed = bundle([new])
+    verify_chain(new_leaf.cert_pem, trimmed, now)
+    with pytest.raises(CAError, match="does not verify"):
+        verify_chain(old_leaf.cert_pem, trimmed, now)
+
+
+def test_bundle_dedupes_and_prunes(ca: CA) -> None:
+    new = generate_ca("secureai-ca-2", T0 + 60 * DAY)
+    pem = bundle([ca, new.cert_pem, bundle([ca]), new])
+    assert [c.subject for c in bundle_certs(pem)] == [
+        ca.certificate.subject,
+        new.certificate.subject,
+    ]
+    assert bundle_certs(prune_bundle(pem, T0 + 89 * DAY)) == bundle_certs(pem)
+    assert bundle_certs(prune_bundle(pem, T0 + 91 * DAY)) == [new.certificate]
+    with pytest.raises(CAError, match="expired"):
+        prune_bundle(pem, T0 + 1000 * DAY)
+    with pytest.raises(CAError):
+        bundle([])
+    with pytest.raises(CAError):
+        bundle([b"not pem"])
+
+
+def test_validate_detects_mismatched_pair(ca: CA) -> None:
+    other = generate_ca("other", T0)
+    with pytest.raises(CAError, match="does not match"):
+        CA(key_pem=other.key_pem, cert_pem=ca.cert_pem).validate()
+    leaf = issue_serving_cert(ca, NAMES, T0)
+    with pytest.raises(CAError, match="not a CA"):
+        CA(key_pem=leaf.key_pem, cert_pem=leaf.cert_pem).validate()
