@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from secureai import __version__
 from secureai.api import Policy, Workload, parse_workload
 from secureai.api.crd import all_crds
+from secureai.cli.crypto_cmds import add_dataset_parser, add_model_parser
+from secureai.cli.guard_cmd import add_guard_parser
 from secureai.render import PolicyViolation, render, to_yaml
 
 EXIT_USAGE = 2
@@ -153,30 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 
-    _add_optional(sub)
+    _add_delegated(sub)
     return parser
 
 
-def _add_optional(sub: Any) -> None:
+def _add_delegated(sub: Any) -> None:
     """Subcommands built by their own modules."""
-    adders: list[Callable[[Any], None]] = []
-    try:
-        from secureai.cli.crypto_cmds import (  # noqa: PLC0415
-            add_dataset_parser,
-            add_model_parser,
-        )
-
-        adders += [add_dataset_parser, add_model_parser]
-    except ImportError:
-        pass
-    try:
-        from secureai.cli.guard_cmd import add_guard_parser  # noqa: PLC0415
-
-        adders.append(add_guard_parser)
-    except ImportError:
-        pass
-    for add in adders:
-        add(sub)
+    add_dataset_parser(sub)
+    add_model_parser(sub)
+    add_guard_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import kopf
 from pydantic import ValidationError
 
 from secureai.api import Policy
+from secureai.controllers import metrics
 from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
@@ -65,6 +66,7 @@ async def resync_forever(reconciler: Reconciler, period: float) -> None:
         await asyncio.sleep(period)
         try:
             writes = await reconciler.resync()
+            metrics.RESYNCS.inc()
             log.debug("resync done, %d writes", writes)
         except ApiError as exc:
             log.warning("resync failed: %s", exc)

@@ -55,3 +55,8 @@ CERT_EXPIRY = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+RESYNCS = Counter(
+    "secureai_resyncs",
+    "Completed periodic resyncs.",
+    registry=REGISTRY,
+)
