@@ -13,8 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from secureai.guard.redact import pattern_max_width
 
-BUILTIN_TYPES = ("email", "phone", "payment_card", "us_ssn", "ip_address", "iban", "secret")
 RedactType = Literal["email", "phone", "payment_card", "us_ssn", "ip_address", "iban", "secret"]
+BUILTIN_TYPES: tuple[RedactType, ...] = (
+    "email",
+    "phone",
+    "payment_card",
+    "us_ssn",
+    "ip_address",
+    "iban",
+    "secret",
+)
+_DEFAULT_TYPES: tuple[RedactType, ...] = BUILTIN_TYPES
 
 # Longest text a custom pattern may match: the streaming redactor holds back at most this much.
 MAX_CUSTOM_MATCH_CHARS = 4096
@@ -72,7 +81,7 @@ class GuardConfig(BaseModel):
     rate_limit_burst: Annotated[int, Field(ge=1)] = 20
     max_concurrency: Annotated[int, Field(ge=1, le=100000)] = 64
     upstream_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    redact_types: list[RedactType] = Field(default_factory=lambda: list(BUILTIN_TYPES))
+    redact_types: list[RedactType] = Field(default_factory=lambda: list(_DEFAULT_TYPES))
     custom_patterns: list[CustomPattern] = Field(default_factory=list)
     deny_patterns: list[str] = Field(default_factory=list)
     client_identity_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None

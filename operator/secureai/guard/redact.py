@@ -102,16 +102,84 @@ def _validate_card(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 
 
 _IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
-    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
-    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
-    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
-    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-}  # fmt: skip
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SC": 31,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
+}
 
 
 def iban_ok(compact: str) -> bool:
@@ -333,7 +401,7 @@ IBAN = Detector(
 
 _PEM_BODY = r"(?:[A-Za-z0-9+/=\s\\,:]|-(?!-)){0,16000}"
 _PEM_END = r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-_SECRET_WORD = r"[A-Za-z0-9_.+/=-]"
+_B64ISH = r"[A-Za-z0-9_.+/=-]"
 
 SECRETS: tuple[Detector, ...] = (
     Detector(
@@ -381,8 +449,12 @@ SECRETS: tuple[Detector, ...] = (
         charset=None,
         tail=_tail(
             [
-                _prefix_closure("aws", r"[_a-z]{0,24}[\"']?\s{0,3}[:=]?\s{0,3}[\"']?[A-Za-z0-9/+=]{0,40}"),
-                _prefix_closure("secret", r"[_a-z]{0,20}[\"']?\s{0,3}[:=]?\s{0,3}[\"']?[A-Za-z0-9/+=]{0,40}"),
+                _prefix_closure(
+                    "aws", r"[_a-z]{0,24}[\"']?\s{0,3}[:=]?\s{0,3}[\"']?[A-Za-z0-9/+=]{0,40}"
+                ),
+                _prefix_closure(
+                    "secret", r"[_a-z]{0,20}[\"']?\s{0,3}[:=]?\s{0,3}[\"']?[A-Za-z0-9/+=]{0,40}"
+                ),
             ],
             re.IGNORECASE,
         ),
@@ -392,7 +464,9 @@ SECRETS: tuple[Detector, ...] = (
     ),
     Detector(
         type="secret",
-        pattern=re.compile(r"(?<![\w-])(?:AIza[0-9A-Za-z_-]{35}|ya29\.[0-9A-Za-z_-]{20,2048})(?![\w-])"),
+        pattern=re.compile(
+            r"(?<![\w-])(?:AIza[0-9A-Za-z_-]{35}|ya29\.[0-9A-Za-z_-]{20,2048})(?![\w-])"
+        ),
         max_len=2060,
         charset=r"[0-9A-Za-z_.-]",
         trigger=re.compile(r"AIza|ya29\."),
@@ -410,8 +484,13 @@ SECRETS: tuple[Detector, ...] = (
         tail=_tail(
             [
                 _prefix_closure(w, r"[\"']?\s{0,3}[:=]?\s{0,3}[\"']?[A-Za-z0-9+/=%._~-]{0,256}")
-                for w in ("accountkey", "sharedaccesskey", "sharedaccesssignature", "clientsecret",
-                          "client_secret")
+                for w in (
+                    "accountkey",
+                    "sharedaccesskey",
+                    "sharedaccesssignature",
+                    "clientsecret",
+                    "client_secret",
+                )
             ]
             + [r"[?&](?:s(?:i(?:g(?:=[A-Za-z0-9%+/=]{0,256})?)?)?)?"],
             re.IGNORECASE,
@@ -419,7 +498,7 @@ SECRETS: tuple[Detector, ...] = (
         group=-1,
         trigger=re.compile(r"(?i)key|signature|secret|sig="),
         priority=80,
-    ),  # fmt: skip
+    ),
     Detector(
         type="secret",
         pattern=re.compile(
@@ -454,10 +533,10 @@ SECRETS: tuple[Detector, ...] = (
     ),
     Detector(
         type="secret",
-        pattern=re.compile(r"(?i:\bbearer)\s{1,4}(" + _SECRET_WORD + r"{16,2048})"),
+        pattern=re.compile(r"(?i:\bbearer)\s{1,4}(" + _B64ISH + r"{16,2048})"),
         max_len=2060,
         charset=None,
-        tail=_tail([_prefix_closure("bearer", r"\s{0,4}" + _SECRET_WORD + r"{0,2048}")], re.I),
+        tail=_tail([_prefix_closure("bearer", r"\s{0,4}" + _B64ISH + r"{0,2048}")], re.I),
         group=1,
         trigger=re.compile(r"(?i)bearer"),
         priority=70,

@@ -326,7 +326,7 @@ class SSEStream:
         data: list[str] = []
         meta: list[str] = []
         for line in _LINE.split(text):
-            name, colon, value = line.partition(":")
+            name, _, value = line.partition(":")
             if name == "data":
                 data.append(value[1:] if value.startswith(" ") else value)
             elif line:

@@ -1,0 +1,7 @@
+"""``python -m secureai.guard --config PATH [--insecure-listen]``."""
+
+import sys
+
+from secureai.guard import main
+
+sys.exit(main())
