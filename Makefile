@@ -38,7 +38,11 @@ cluster: toolchain
 	hack/cluster.sh up
 
 down:
+	@if [ -f .cluster/operator.pid ]; then kill "$$(cat .cluster/operator.pid)" 2>/dev/null || true; rm -f .cluster/operator.pid; fi
 	hack/cluster.sh down
+
+demo: $(STAMP) cluster
+	hack/demo.sh
 
 helm-lint: toolchain
 	$$(hack/build.sh --print-bindir)/helm lint --strict charts/secureai-operator
