@@ -269,3 +269,25 @@ def test_subprocess_exit_code_and_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr == "secureai: not a secureai envelope (bad magic)\n"
+
+
+def test_dataset_rekey(capsys: pytest.CaptureFixture[str], tmp_path: Path, keyfile: Path) -> None:
+    new_key = tmp_path / "new.kek"
+    assert run(capsys, "dataset", "keygen", "--out", str(new_key))[0] == 0
+    src = tmp_path / "d"
+    src.write_bytes(b"rotate me" * 50)
+    enc = tmp_path / "d.enc"
+    assert run(capsys, "dataset", "encrypt", "--key", str(keyfile), str(src), str(enc))[0] == 0
+    rekey = ["dataset", "rekey", "--key", str(keyfile), "--new-key", str(new_key), str(enc)]
+    code, out, _ = run(capsys, *rekey)
+    assert code == 0 and json.loads(out)["rotated"] == 1
+    assert_one_line_error(
+        *run(capsys, "dataset", "decrypt", "--key", str(keyfile), str(enc), str(tmp_path / "x")),
+        "wrong key",
+    )
+    code, _, _ = run(
+        capsys, "dataset", "decrypt", "--key", str(new_key), str(enc), str(tmp_path / "y")
+    )
+    assert code == 0
+    assert (tmp_path / "y").read_bytes() == src.read_bytes()
+    assert_one_line_error(*run(capsys, *rekey[:-1], str(tmp_path / "none")), "not found")

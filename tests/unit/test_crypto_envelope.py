@@ -527,3 +527,55 @@ def test_one_gib_streamed_round_trip_in_bounded_memory(tmp_path: Path) -> None:
     for phase in ("encrypt_peak", "decrypt_peak"):
         growth = r[phase] - r["baseline_current"]
         assert growth < 64, f"{phase}: max RSS grew by {growth:.1f} MiB over 1 GiB"
+
+
+# --- KEK rotation ----------------------------------------------------------------------------
+
+
+def test_decrypting_reader_streams_plaintext() -> None:
+    reader = env.DecryptingReader(io.BytesIO(BLOB), KEK)
+    got = bytearray()
+    while piece := reader.read(10):
+        got += piece
+    assert bytes(got) == DATA
+    assert env.DecryptingReader(io.BytesIO(BLOB), KEK).read() == DATA
+    with pytest.raises(TamperedError):
+        env.DecryptingReader(io.BytesIO(flip(BLOB, len(BLOB) - 1)), KEK).read()
+
+
+def test_reencrypt_stream_rotates_the_kek() -> None:
+    out = io.BytesIO()
+    assert env.reencrypt_stream(io.BytesIO(BLOB), out, KEK, OTHER_KEK, chunk_size=CS) == len(DATA)
+    assert env.read_header(io.BytesIO(out.getvalue())).kek_id == kek_id(OTHER_KEK)
+    assert dec(out.getvalue(), OTHER_KEK) == DATA
+    with pytest.raises(WrongKeyError):
+        dec(out.getvalue(), KEK)
+    with pytest.raises(WrongKeyError):
+        env.reencrypt_stream(io.BytesIO(BLOB), io.BytesIO(), OTHER_KEK, KEK)
+
+
+def test_reencrypt_file_in_place_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "d.enc"
+    tampered = flip(BLOB, len(BLOB) - 2)
+    path.write_bytes(tampered)
+    with pytest.raises(TamperedError):
+        env.reencrypt_file(path, path, KEK, OTHER_KEK)
+    assert path.read_bytes() == tampered
+    assert [p.name for p in tmp_path.iterdir()] == ["d.enc"]
+    path.write_bytes(BLOB)
+    env.reencrypt_file(path, path, KEK, OTHER_KEK)
+    assert decrypt_file(path, tmp_path / "plain", OTHER_KEK) == len(DATA)
+    assert (tmp_path / "plain").read_bytes() == DATA
+
+
+def test_reencrypt_dir_is_resumable(tmp_path: Path) -> None:
+    src = tmp_path / "ds"
+    (src / "sub").mkdir(parents=True)
+    for i, rel in enumerate(["a", "b", "sub/c"]):
+        (src / rel).write_bytes(det_bytes(150, i))
+    encrypt_dir(src, tmp_path / "enc", KEK, chunk_size=CS)
+    env.reencrypt_file(tmp_path / "enc" / "b", tmp_path / "enc" / "b", KEK, OTHER_KEK)  # half done
+    assert env.reencrypt_dir(tmp_path / "enc", KEK, OTHER_KEK) == (2, 1)
+    assert env.reencrypt_dir(tmp_path / "enc", KEK, OTHER_KEK) == (0, 3)
+    decrypt_dir(tmp_path / "enc", tmp_path / "plain", OTHER_KEK)
+    assert _tree(tmp_path / "plain") == _tree(src)

@@ -27,6 +27,8 @@ from secureai.crypto import (
     generate_signing_key,
     kek_id,
     load_kek,
+    reencrypt_dir,
+    reencrypt_file,
     sign_model,
     verify_model,
 )
@@ -95,13 +97,24 @@ def _read_small(path: str, what: str) -> bytes:
 # --- dataset ---------------------------------------------------------------------------------
 
 
-def _kek_from_args(args: argparse.Namespace) -> bytes:
-    if args.key_env is not None:
-        value = os.environ.get(args.key_env)
+def _kek_from_args(args: argparse.Namespace, prefix: str = "") -> bytes:
+    env_var = getattr(args, f"{prefix}key_env")
+    if env_var is not None:
+        value = os.environ.get(env_var)
         if not value:
-            raise CommandError(f"environment variable {args.key_env} is not set")
+            raise CommandError(f"environment variable {env_var} is not set")
         return load_kek(value.encode())
-    return load_kek(args.key)
+    return load_kek(getattr(args, f"{prefix}key"))
+
+
+def _add_key_options(parser: argparse.ArgumentParser, prefix: str = "", what: str = "KEK") -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        f"--{prefix}key", metavar="FILE", help=f"{what} file (32 raw bytes, base64 or hex)"
+    )
+    group.add_argument(
+        f"--{prefix}key-env", metavar="VAR", help=f"environment variable holding the {what}"
+    )
 
 
 def _dataset_transform(args: argparse.Namespace) -> int:
@@ -138,6 +151,20 @@ def _dataset_transform(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_rekey(args: argparse.Namespace) -> int:
+    old, new = _kek_from_args(args), _kek_from_args(args, "new_")
+    path = Path(args.path)
+    if path.is_dir():
+        rotated, skipped = reencrypt_dir(path, old, new)
+    elif path.is_file():
+        reencrypt_file(path, path, old, new)
+        rotated, skipped = 1, 0
+    else:
+        raise CommandError(f"not found: {path}")
+    _emit({"path": str(path), "rotated": rotated, "skipped": skipped, "kek_id": kek_id(new)})
+    return 0
+
+
 def _dataset_keygen(args: argparse.Namespace) -> int:
     kek = generate_kek()
     _write_new(Path(args.out), base64.b64encode(kek) + b"\n", mode=0o600, force=args.force)
@@ -160,9 +187,7 @@ def add_dataset_parser(
         ("decrypt", "decrypt a file or a directory tree (all or nothing)"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        key = p.add_mutually_exclusive_group(required=True)
-        key.add_argument("--key", metavar="FILE", help="KEK file (32 raw bytes, base64 or hex)")
-        key.add_argument("--key-env", metavar="VAR", help="environment variable holding the KEK")
+        _add_key_options(p)
         if name == "encrypt":
             p.add_argument(
                 "--chunk-size",
@@ -175,6 +200,16 @@ def add_dataset_parser(
         p.add_argument("src", metavar="SRC")
         p.add_argument("dst", metavar="DST")
         p.set_defaults(func=_guarded(_dataset_transform))
+    rk = sub.add_parser(
+        "rekey",
+        help="rotate envelopes in place to a new KEK",
+        description="Re-encrypt a file or every file of a tree under a new KEK, in place. Each"
+        " file is replaced atomically; files already under the new KEK are skipped.",
+    )
+    _add_key_options(rk, what="current KEK")
+    _add_key_options(rk, prefix="new-", what="new KEK")
+    rk.add_argument("path", metavar="PATH")
+    rk.set_defaults(func=_guarded(_dataset_rekey))
     kg = sub.add_parser("keygen", help="write a new random KEK (base64) to a file")
     kg.add_argument("--out", required=True, metavar="FILE")
     kg.add_argument("--force", action="store_true")

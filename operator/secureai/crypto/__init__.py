@@ -20,6 +20,7 @@ from secureai.crypto.ca import (
     verify_chain,
 )
 from secureai.crypto.envelope import (
+    DecryptingReader,
     EnvelopeError,
     EnvelopeFormatError,
     HeaderTamperedError,
@@ -38,6 +39,9 @@ from secureai.crypto.envelope import (
     generate_kek,
     kek_id,
     load_kek,
+    reencrypt_dir,
+    reencrypt_file,
+    reencrypt_stream,
 )
 from secureai.crypto.signing import (
     SignatureError,
@@ -52,6 +56,7 @@ from secureai.crypto.signing import (
 __all__ = [
     "CA",
     "CAError",
+    "DecryptingReader",
     "EnvelopeError",
     "EnvelopeFormatError",
     "HeaderTamperedError",
@@ -85,6 +90,9 @@ __all__ = [
     "load_kek",
     "needs_renewal",
     "prune_bundle",
+    "reencrypt_dir",
+    "reencrypt_file",
+    "reencrypt_stream",
     "sign_model",
     "verify_chain",
     "verify_model",

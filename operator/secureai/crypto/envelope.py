@@ -25,16 +25,17 @@ import base64
 import binascii
 import hashlib
 import hmac
+import io
 import os
 import secrets
 import shutil
 import stat
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "KEK_SIZE",
+    "DecryptingReader",
     "EnvelopeError",
     "EnvelopeFormatError",
     "EnvelopeInfo",
@@ -63,6 +65,9 @@ __all__ = [
     "kek_id",
     "load_kek",
     "read_header",
+    "reencrypt_dir",
+    "reencrypt_file",
+    "reencrypt_stream",
 ]
 
 MAGIC: Final = b"\x89SAIENC\n"
@@ -331,12 +336,8 @@ def _open_header(raw: bytes, kek: bytes) -> tuple[AESGCM, int, bytes, bytes]:
     return aead, chunk_size, prefix, header
 
 
-def decrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes) -> int:
-    """Decrypt an envelope from ``src`` into ``dst``; return the plaintext size.
-
-    Only authenticated chunks are written, but on failure ``dst`` may already hold a prefix of
-    the plaintext: callers must discard it (``decrypt_file`` does this for you).
-    """
+def _plaintext_chunks(src: BinaryIO, kek: bytes) -> Iterator[memoryview | bytes]:
+    """Authenticated plaintext chunks of an envelope; each view is valid until the next one."""
     kek = _check_kek(kek)
     aead, chunk_size, prefix, header = _open_header(_read_header_bytes(src), kek)
     record = chunk_size + TAG_SIZE
@@ -345,7 +346,6 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes) -> int:
     out = memoryview(bytearray(chunk_size))
     decrypt_into = getattr(aead, "decrypt_into", None)
     index = 0
-    total = 0
     n_cur = _read_full(src, cur)
     while True:
         if n_cur < TAG_SIZE:
@@ -357,19 +357,77 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes) -> int:
         try:
             if decrypt_into is not None:
                 decrypt_into(prefix + suffix, cur[:n_cur], header + suffix, out[:plain])
-                dst.write(out[:plain])
+                piece: memoryview | bytes = out[:plain]
             else:  # cryptography < 46
-                dst.write(aead.decrypt(prefix + suffix, cur[:n_cur], header + suffix))
+                piece = aead.decrypt(prefix + suffix, cur[:n_cur], header + suffix)
         except InvalidTag:
             raise _diagnose(aead, prefix, header, cur[:n_cur], index=index, final=final) from None
-        total += plain
+        yield piece
         if final:
-            return total
+            return
         if index == MAX_CHUNKS - 1:
             raise TamperedError("envelope has too many chunks")
         index += 1
         cur, nxt = nxt, cur
         n_cur = n_nxt
+
+
+def decrypt_stream(src: BinaryIO, dst: BinaryIO, kek: bytes) -> int:
+    """Decrypt an envelope from ``src`` into ``dst``; return the plaintext size.
+
+    Only authenticated chunks are written, but on failure ``dst`` may already hold a prefix of
+    the plaintext: callers must discard it (``decrypt_file`` does this for you).
+    """
+    total = 0
+    for piece in _plaintext_chunks(src, kek):
+        dst.write(piece)
+        total += len(piece)
+    return total
+
+
+class DecryptingReader(io.RawIOBase):
+    """A readable stream of an envelope's authenticated plaintext (bounded memory).
+
+    Errors surface from ``read``/``readinto``; data returned before an error is authentic but
+    may be incomplete, so treat the stream as valid only once EOF has been reached.
+    """
+
+    def __init__(self, src: BinaryIO, kek: bytes) -> None:
+        super().__init__()
+        self._chunks = _plaintext_chunks(src, _check_kek(kek))
+        self._pending = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            if self._eof:
+                return 0
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                self._eof = True
+                return 0
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def reencrypt_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    old_kek: bytes,
+    new_kek: bytes,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Re-encrypt an envelope under ``new_kek`` (fresh data key) without materialising it."""
+    reader = DecryptingReader(src, old_kek)
+    return encrypt_stream(cast(BinaryIO, reader), dst, new_kek, chunk_size=chunk_size)
 
 
 def _diagnose(
@@ -394,18 +452,14 @@ def _atomic_write(dst_path: Path) -> tuple[BinaryIO, Path]:
     return os.fdopen(fd, "wb"), Path(tmp)
 
 
-def _transform_file(
-    src_path: Path, dst_path: Path, kek: bytes, *, encrypt: bool, chunk: int
-) -> int:
+def _transform_file(src_path: Path, dst_path: Path, op: Callable[[BinaryIO, BinaryIO], int]) -> int:
+    """Run ``op(src, tmp)`` and rename tmp over ``dst_path`` only if it succeeds."""
     dst_path = Path(dst_path)
     with Path(src_path).open("rb") as src:
         out, tmp = _atomic_write(dst_path)
         try:
             with out:
-                if encrypt:
-                    size = encrypt_stream(src, out, kek, chunk_size=chunk)
-                else:
-                    size = decrypt_stream(src, out, kek)
+                size = op(src, out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dst_path)
@@ -423,14 +477,36 @@ def encrypt_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> int:
     """Encrypt one file; ``dst_path`` appears (mode 0600) only when complete. Returns bytes."""
-    return _transform_file(Path(src_path), Path(dst_path), kek, encrypt=True, chunk=chunk_size)
+    return _transform_file(
+        Path(src_path),
+        Path(dst_path),
+        lambda src, dst: encrypt_stream(src, dst, kek, chunk_size=chunk_size),
+    )
 
 
 def decrypt_file(
     src_path: str | os.PathLike[str], dst_path: str | os.PathLike[str], kek: bytes
 ) -> int:
     """Decrypt one file; ``dst_path`` appears (mode 0600) only if every chunk authenticates."""
-    return _transform_file(Path(src_path), Path(dst_path), kek, encrypt=False, chunk=0)
+    return _transform_file(
+        Path(src_path), Path(dst_path), lambda src, dst: decrypt_stream(src, dst, kek)
+    )
+
+
+def reencrypt_file(
+    src_path: str | os.PathLike[str],
+    dst_path: str | os.PathLike[str],
+    old_kek: bytes,
+    new_kek: bytes,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """KEK rotation for one file (``dst_path`` may equal ``src_path``); atomic like the others."""
+    return _transform_file(
+        Path(src_path),
+        Path(dst_path),
+        lambda src, dst: reencrypt_stream(src, dst, old_kek, new_kek, chunk_size=chunk_size),
+    )
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
@@ -502,3 +578,36 @@ def decrypt_dir(
     """Decrypt a tree made by ``encrypt_dir``; nothing appears in ``dst_dir`` unless all files
     authenticate. Returns (files, plaintext bytes)."""
     return _transform_dir(Path(src_dir), Path(dst_dir), kek, encrypt=False, chunk=0)
+
+
+def reencrypt_dir(
+    root: str | os.PathLike[str],
+    old_kek: bytes,
+    new_kek: bytes,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[int, int]:
+    """Rotate every envelope under ``root`` in place from ``old_kek`` to ``new_kek``.
+
+    Each file is replaced atomically; files already under ``new_kek`` are skipped, so an
+    interrupted rotation is resumed by running it again. Returns (rotated, skipped).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EnvelopeError(f"not a directory: {root}")
+    new_id = kek_id(new_kek)
+    _check_kek(old_kek)
+    rotated = skipped = 0
+    for rel in list(_walk_files(root)):
+        path = root / rel
+        try:
+            with path.open("rb") as fh:
+                current = read_header(fh).kek_id
+            if current == new_id:
+                skipped += 1
+                continue
+            reencrypt_file(path, path, old_kek, new_kek, chunk_size=chunk_size)
+        except EnvelopeError as exc:
+            raise type(exc)(f"{rel}: {exc}") from None
+        rotated += 1
+    return rotated, skipped
