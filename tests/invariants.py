@@ -250,6 +250,46 @@ def storage_problems(cr: Workload, policy: Policy, manifests: list[Manifest]) ->
     return out
 
 
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def apiserver_problems(cr: Workload, policy: Policy, manifests: list[Manifest]) -> list[str]:
+    """What the API server rejects but the offline OpenAPI schemas cannot see.
+
+    Unique mount paths per container, mounts of declared volumes only, unique volume and
+    container names, no port bound twice in a pod, DNS-1035 Service names, and names of
+    at most 63 characters where Kubernetes needs a label.
+    """
+    out = []
+    for m in manifests:
+        name = m["metadata"]["name"]
+        if m["kind"] == "Service" and not DNS_1035.match(name):
+            out.append(f"Service/{name}: name is not a DNS-1035 label")
+        if len(name) > 63 or not DNS_1123_LABEL.match(name):
+            out.append(f"{m['kind']}/{name}: name is not a DNS-1123 label")
+    for label, spec, _meta in pods(manifests):
+        volumes = [v["name"] for v in spec.get("volumes") or []]
+        if len(set(volumes)) != len(volumes):
+            out.append(f"{label}: repeated volume names {volumes}")
+        names = [c["name"] for _where, c in containers(spec)]
+        if len(set(names)) != len(names):
+            out.append(f"{label}: repeated container names {names}")
+        bound: list[int] = []
+        for where, c in containers(spec):
+            paths = [mount["mountPath"] for mount in c.get("volumeMounts") or []]
+            if len(set(paths)) != len(paths):
+                out.append(f"{label} {where}: repeated mountPath in {paths}")
+            for mount in c.get("volumeMounts") or []:
+                if mount["name"] not in volumes:
+                    out.append(f"{label} {where}: mounts undeclared volume {mount['name']!r}")
+            if where.startswith("containers/"):
+                bound += [p["containerPort"] for p in c.get("ports") or []]
+        if len(set(bound)) != len(bound):
+            out.append(f"{label}: a port is bound twice in the pod: {bound}")
+    return out
+
+
 CHECKERS: dict[str, Checker] = {
     "pss-restricted": pss_problems,
     "isolation": isolation_problems,
@@ -258,4 +298,5 @@ CHECKERS: dict[str, Checker] = {
     "image-digest": image_problems,
     "gpu": gpu_problems,
     "storage": storage_problems,
+    "apiserver": apiserver_problems,
 }

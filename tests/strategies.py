@@ -12,6 +12,7 @@ covered by dedicated regression tests, not by these strategies.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ _LABEL_CHARS = _LOWER + "0123456789-"
 # ---------------------------------------------------------------------------- scalars
 
 
+@cache
 def dns_labels(max_size: int = 20) -> st.SearchStrategy[str]:
     """A DNS-1035 label (starts with a letter): valid for every child name we derive."""
     return st.builds(
@@ -80,43 +82,54 @@ def dns_labels(max_size: int = 20) -> st.SearchStrategy[str]:
     )
 
 
+@cache
 def cr_names() -> st.SearchStrategy[str]:
     """Workload names up to the 47-character maximum."""
     return st.one_of(dns_labels(12), dns_labels(47))
 
 
+@cache
 def digests() -> st.SearchStrategy[str]:
-    return st.text("0123456789abcdef", min_size=64, max_size=64).map(lambda h: "sha256:" + h)
+    return st.binary(min_size=32, max_size=32).map(lambda b: "sha256:" + b.hex())
 
 
 def images(policy: Policy) -> st.SearchStrategy[str]:
+    return _images(tuple(policy.allowed_registries))
+
+
+@cache
+def _images(registries: tuple[str, ...]) -> st.SearchStrategy[str]:
     repo = st.lists(dns_labels(10), min_size=1, max_size=3).map("/".join)
     tag = st.one_of(st.just(""), st.sampled_from([":v1", ":latest", ":1.2.3"]))
     return st.builds(
         lambda registry, r, t, d: f"{registry}/{r}{t}@{d}",
-        st.sampled_from(policy.allowed_registries),
+        st.sampled_from(registries),
         repo,
         tag,
         digests(),
     )
 
 
+@cache
 def quantities(units: tuple[str, ...], low: int = 1, high: int = 64) -> st.SearchStrategy[str]:
     return st.builds(
         lambda n, u: f"{n}{u}", st.integers(min_value=low, max_value=high), st.sampled_from(units)
     )
 
 
+@cache
 def cpus() -> st.SearchStrategy[str]:
     return st.one_of(
         st.integers(1, 64).map(str), st.integers(100, 4000).map(lambda m: f"{m}m"), st.just("0.5")
     )
 
 
+@cache
 def memories() -> st.SearchStrategy[str]:
     return quantities(("Mi", "Gi"), 1, 512)
 
 
+@cache
 def cidrs() -> st.SearchStrategy[str]:
     v4 = st.builds(
         lambda a, b, prefix: f"{a}.{b}.0.0/{prefix}",
@@ -130,6 +143,7 @@ def cidrs() -> st.SearchStrategy[str]:
     return st.one_of(v4, v6)
 
 
+@cache
 def label_maps(max_size: int = 3) -> st.SearchStrategy[dict[str, str]]:
     keys = st.one_of(
         dns_labels(10),
@@ -182,7 +196,12 @@ def networks(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def token_lifetimes(policy: Policy) -> st.SearchStrategy[int | None]:
-    low, high = 600, policy.tokens.max_seconds
+    return _token_lifetimes(policy.tokens.max_seconds)
+
+
+@cache
+def _token_lifetimes(high: int) -> st.SearchStrategy[int | None]:
+    low = 600
     return st.one_of(st.none(), st.sampled_from([low, high]), st.integers(low, high))
 
 

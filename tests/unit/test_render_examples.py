@@ -218,6 +218,16 @@ def _plain_class(manifests: list[dict[str, Any]]) -> None:
     of_kind(manifests, "PersistentVolumeClaim")[0]["spec"]["storageClassName"] = "standard"
 
 
+def _secret_on_tmp(manifests: list[dict[str, Any]]) -> None:
+    pod = _pod(manifests)
+    pod["volumes"].append({"name": "s", "secret": {"secretName": "s"}})
+    pod["containers"][0]["volumeMounts"].append({"name": "s", "mountPath": "/tmp"})
+
+
+def _digit_service(manifests: list[dict[str, Any]]) -> None:
+    of_kind(manifests, "Service")[0]["metadata"]["name"] = "1embeddings"
+
+
 def _host_path(manifests: list[dict[str, Any]]) -> None:
     _pod(manifests)["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
 
@@ -260,6 +270,10 @@ MUTATIONS: list[tuple[str, str, Mutation]] = [
     ("gpu", "training-single-gpu.yaml", _no_gpu_limit),
     ("gpu", "training-distributed.yaml", _set("nodeSelector", {})),
     ("storage", "training-distributed.yaml", _plain_class),
+    ("apiserver", "training-distributed.yaml", _secret_on_tmp),
+    ("apiserver", "inference-cpu.yaml", _digit_service),
+    ("apiserver", "inference-gpu-guarded.yaml", _set("containers.1.ports.0.containerPort", 8080)),
+    ("apiserver", "inference-gpu-guarded.yaml", _set("containers.1.name", "server")),
 ]
 
 
