@@ -579,3 +579,22 @@ def test_reencrypt_dir_is_resumable(tmp_path: Path) -> None:
     assert env.reencrypt_dir(tmp_path / "enc", KEK, OTHER_KEK) == (0, 3)
     decrypt_dir(tmp_path / "enc", tmp_path / "plain", OTHER_KEK)
     assert _tree(tmp_path / "plain") == _tree(src)
+
+
+def test_non_blocking_source_is_refused() -> None:
+    class WouldBlock(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: memoryview) -> None:  # type: ignore[override]
+            return None
+
+    with pytest.raises(EnvelopeError, match="non-blocking"):
+        encrypt_stream(WouldBlock(), io.BytesIO(), KEK)  # type: ignore[arg-type]
+
+
+def test_dir_destination_inside_source_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"1")
+    with pytest.raises(EnvelopeError, match="inside the source"):
+        encrypt_dir(tmp_path, tmp_path / "enc", KEK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

@@ -184,10 +184,8 @@ def _parse_kek(data: bytes) -> bytes:
             decoded = None
     if decoded is None:
         try:
-            if b"-" in text or b"_" in text:
-                decoded = base64.urlsafe_b64decode(text)
-            else:
-                decoded = base64.b64decode(text, validate=True)
+            altchars = b"-_" if b"-" in text or b"_" in text else None
+            decoded = base64.b64decode(text, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidKeyError(
                 "KEK must be 32 bytes: raw, base64 or hex (could not decode the key material)"
@@ -219,7 +217,9 @@ def _read_full(src: BinaryIO, view: memoryview) -> int:
     size = len(view)
     while total < size:
         n = src.readinto(view[total:])  # type: ignore[attr-defined]
-        if not n:
+        if n is None:
+            raise EnvelopeError("non-blocking streams are not supported")
+        if n == 0:
             break
         total += n
     return int(total)
@@ -509,9 +509,13 @@ def reencrypt_file(
     )
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def _walk_files(root: Path) -> Iterator[Path]:
     """Regular files under ``root`` (relative, sorted); symlinks and special files are refused."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         base = Path(dirpath)
         for name in sorted(dirnames):
             if (base / name).is_symlink():
@@ -533,6 +537,8 @@ def _transform_dir(
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir():
         raise EnvelopeError(f"not a directory: {src_dir}")
+    if dst_dir.resolve().is_relative_to(src_dir.resolve()):
+        raise EnvelopeError(f"destination is inside the source directory: {dst_dir}")
     if dst_dir.exists() and (not dst_dir.is_dir() or any(dst_dir.iterdir())):
         raise EnvelopeError(f"destination exists and is not an empty directory: {dst_dir}")
     dst_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,10 @@ def _sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def hash_model(
     model_dir: str | os.PathLike[str], ignore: Iterable[str] = ()
 ) -> tuple[dict[str, str], bool]:
@@ -167,7 +171,7 @@ def hash_model(
     ignore = list(ignore)
     digests: dict[str, str] = {}
     has_symlinks = False
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         base = Path(dirpath)
         kept = []
         for name in sorted(dirnames):
