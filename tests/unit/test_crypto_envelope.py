@@ -598,3 +598,10 @@ def test_dir_destination_inside_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EnvelopeError, match="inside the source"):
         encrypt_dir(tmp_path, tmp_path / "enc", KEK)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_key_material_passed_as_a_path_is_not_echoed() -> None:
+    material = base64.b64encode(KEK).decode()
+    with pytest.raises(InvalidKeyError, match="looks like key material") as exc:
+        load_kek(material)
+    assert material not in str(exc.value)

@@ -161,15 +161,29 @@ def load_kek(source: str | os.PathLike[str] | bytes | bytearray) -> bytes:
     try:
         with path.open("rb") as fh:
             data = fh.read(_MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise InvalidKeyError(f"key file not found: {path}") from None
-    except IsADirectoryError:
-        raise InvalidKeyError(f"key file is a directory: {path}") from None
-    except PermissionError:
-        raise InvalidKeyError(f"key file not readable: {path}") from None
+    except OSError as exc:
+        if _looks_like_key(os.fspath(source)):  # never echo key material as a "path"
+            raise InvalidKeyError(
+                "expected a key file path but got what looks like key material "
+                "(pass the material as bytes)"
+            ) from None
+        reason = {
+            FileNotFoundError: "key file not found",
+            IsADirectoryError: "key file is a directory",
+            PermissionError: "key file not readable",
+        }.get(type(exc), f"cannot read key file ({exc.strerror})")
+        raise InvalidKeyError(f"{reason}: {path}") from None
     if len(data) > _MAX_KEY_FILE:
         raise InvalidKeyError(f"key file too large to be a key: {path}")
     return _parse_kek(data)
+
+
+def _looks_like_key(text: str) -> bool:
+    try:
+        _parse_kek(text.encode())
+    except (InvalidKeyError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def _parse_kek(data: bytes) -> bytes:
