@@ -228,7 +228,9 @@ class ObjectMeta(Model):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=47, description="Name (at most 47 characters)."
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        max_length=47,
+        description="Name: a DNS-1035 label (it names Services) of at most 47 characters.",
     )
     namespace: str = Field(default="default", pattern=DNS_LABEL_PATTERN, max_length=63)
     uid: str = Field(default="")

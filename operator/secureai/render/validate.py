@@ -9,6 +9,14 @@ from dataclasses import dataclass
 from secureai.api import Policy, SecureInferenceService, SecureTrainingJob, Workload
 from secureai.api.policy import K8S_MIN_TOKEN_SECONDS
 from secureai.api.workload import NetworkPeer
+from secureai.render.inference import (
+    GUARD_METRICS_PORT,
+    GUARD_PORT,
+    MODEL_DIR,
+    TLS_DIR,
+    guard_enabled,
+)
+from secureai.render.pod import SECRETS_DIR, TOKEN_DIR
 
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 SECRET_VALUE_RES = (
@@ -185,6 +193,8 @@ def _check_inference(cr: SecureInferenceService, policy: Policy) -> list[Violati
     if spec.tls is not None and (spec.tls.mode == "Secret") != (spec.tls.secret_name is not None):
         out.append(Violation("spec.tls.secretName", "required with mode Secret and only then"))
     guard = spec.guard
+    if guard_enabled(cr) and spec.port in (GUARD_PORT, GUARD_METRICS_PORT):
+        out.append(Violation("spec.port", f"port {spec.port} is reserved for the guard"))
     if guard is not None:
         for i, pattern in enumerate(guard.deny_patterns or []):
             out += _check_regex(f"spec.guard.denyPatterns[{i}]", pattern)
@@ -194,9 +204,43 @@ def _check_inference(cr: SecureInferenceService, policy: Policy) -> list[Violati
     return out
 
 
+def _mount_paths(cr: Workload) -> list[tuple[str, str]]:
+    """(path, field) of every mount of the main container, reserved ones first."""
+    spec = cr.spec
+    out = [(TOKEN_DIR, "the projected token"), ("/tmp", "the private /tmp")]  # noqa: S108
+    if isinstance(cr, SecureInferenceService):
+        out.append((MODEL_DIR, "the model"))
+        if not guard_enabled(cr):
+            out.append((TLS_DIR, "the serving certificate"))
+    for i, secret in enumerate(spec.secrets or []):
+        path = secret.mount_path or f"{SECRETS_DIR}/{secret.name}"
+        out.append((path, f"spec.secrets[{i}].mountPath"))
+    if isinstance(cr, SecureTrainingJob):
+        for i, dataset in enumerate(cr.spec.datasets or []):
+            path = dataset.mount_path or f"/datasets/{dataset.claim_name}"
+            out.append((path, f"spec.datasets[{i}].mountPath"))
+        if cr.spec.output is not None:
+            out.append((cr.spec.output.mount_path or "/output", "spec.output.mountPath"))
+        if cr.spec.scratch is not None:
+            out.append((cr.spec.scratch.mount_path or "/scratch", "spec.scratch.mountPath"))
+    return out
+
+
+def _check_mounts(cr: Workload) -> list[Violation]:
+    seen: dict[str, str] = {}
+    out = []
+    for path, field in _mount_paths(cr):
+        key = path.rstrip("/") or "/"
+        if key in seen:
+            out.append(Violation(field, f"mount path {path!r} is already used by {seen[key]}"))
+        else:
+            seen[key] = field
+    return out
+
+
 def violations(cr: Workload, policy: Policy) -> list[Violation]:
     """Every policy violation of a spec, in field order. Empty means admissible."""
-    out = _check_common(cr, policy)
+    out = _check_common(cr, policy) + _check_mounts(cr)
     if isinstance(cr, SecureTrainingJob):
         out += _check_training(cr, policy)
     else:
