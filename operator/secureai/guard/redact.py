@@ -250,16 +250,20 @@ def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         if not 8 <= len(digits) <= 15:
             return None
         if raw.startswith("+1") and len(digits) == 11:
-            return m.span() if digits[1] in "23456789" and digits[4] in "23456789" else None
+            return m.span() if digits[1] in "23456789" else None
         return m.span()
     if raw.startswith("0") and not raw.startswith("0("):
-        if not 10 <= len(digits) <= 11 or not re.search(r"[ -]", raw):
+        if digits[1] == "0" or not 10 <= len(digits) <= 11 or not re.search(r"[ -]", raw):
             return None
         if re.match(r"\d{2}[-/. ]\d{2}[-/. ]\d{4}", raw):  # a date
             return None
+        rest = [len(g) for g in re.split(r"[ -]", raw)[1:]]
+        # National layouts: 2-digit pairs (FR) or a last group of 3+ (UK, DE, IT, NL).
+        if not (all(n == 2 for n in rest) or rest[-1] >= 3):
+            return None
         return m.span()
     national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
-    if len(national) != 10 or national[0] in "01" or national[3] in "01":
+    if len(national) != 10 or national[0] in "01":
         return None
     return m.span()
 
@@ -667,8 +671,9 @@ class Redactor:
         self._groups = list(groups.values())
         self.max_len = max((d.max_len for d in dets), default=1)
 
-    def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector]]:
-        out: list[tuple[int, int, int, Detector]] = []
+    def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector, int]]:
+        """(start, end, priority, detector, anchor): anchor is where the regex match began."""
+        out: list[tuple[int, int, int, Detector, int]] = []
         for d in self.detectors:
             if d.trigger is not None and d.trigger.search(text, pos) is None:
                 continue
@@ -688,23 +693,30 @@ class Redactor:
                     g = (m.lastindex or 0) if d.group < 0 else d.group
                     span = m.span(g)
                 if span[1] > span[0]:
-                    out.append((span[0], span[1], d.priority, d))
+                    out.append((span[0], span[1], d.priority, d, m.start()))
                 i = max(m.end(), m.start() + 1)
         return out
 
-    def find(self, text: str, pos: int = 0) -> list[tuple[int, int, Detector]]:
+    @staticmethod
+    def select(
+        cands: list[tuple[int, int, int, Detector, int]],
+    ) -> list[tuple[int, int, Detector, int]]:
         """Non-overlapping matches: earliest first, then longest, then highest priority."""
-        cands = self.candidates(text, pos)
-        if not cands:
-            return []
         cands.sort(key=lambda c: (c[0], -c[1], -c[2]))
-        chosen: list[tuple[int, int, Detector]] = []
+        chosen: list[tuple[int, int, Detector, int]] = []
         last_end = -1
-        for s, e, _, d in cands:
+        for s, e, _, d, anchor in cands:
             if s >= last_end:
-                chosen.append((s, e, d))
+                chosen.append((s, e, d, anchor))
                 last_end = e
         return chosen
+
+    def scan(self, text: str, pos: int = 0) -> list[tuple[int, int, Detector, int]]:
+        cands = self.candidates(text, pos)
+        return self.select(cands) if cands else []
+
+    def find(self, text: str, pos: int = 0) -> list[tuple[int, int, Detector]]:
+        return [(s, e, d) for s, e, d, _ in self.scan(text, pos)]
 
     def hold_point(self, text: str, pos: int) -> int:
         """Earliest index from which the end of ``text`` may still be an unfinished match."""

@@ -72,13 +72,27 @@ class TextStream:
         pos = self._pos
         n = len(buf)
         r = self._r
-        spans = r.find(buf, pos)
-        h = r.hold_point(buf, pos)
-        e = h
-        for s, end, d in spans:
-            if end > h or (d.end_slack and end + d.end_slack >= n):
-                e = min(e, s)
-        out = apply(buf, pos, e, [sp for sp in spans if sp[1] <= e], self._counts)
+        cands = r.candidates(buf, pos)
+        e = r.hold_point(buf, pos)
+        if cands:
+            h = e
+            for s, end, _, d, anchor in cands:
+                if end > h or (d.end_slack and end + d.end_slack >= n):
+                    e = min(e, s, anchor)
+            # No candidate may straddle the cut: rescans start at the cut and must see it whole.
+            moved = True
+            while moved:
+                moved = False
+                for s, end, _, _, anchor in cands:
+                    start = min(s, anchor)
+                    if start < e < end:
+                        e = start
+                        moved = True
+            chosen = r.select(cands)
+            spans = [(s, end, d) for s, end, d, _ in chosen if end <= e]
+        else:
+            spans = []
+        out = apply(buf, pos, e, spans, self._counts)
         keep = max(0, e - CONTEXT_CHARS)
         self._buf = buf[keep:]
         self._pos = e - keep
