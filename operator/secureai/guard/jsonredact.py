@@ -26,7 +26,7 @@ def redact_json_text(text: str, redactor: Redactor, counts: dict[str, int]) -> s
     for m in _STRING.finditer(text):
         raw = m.group(0)
         value = json.loads(raw) if "\\" in raw else raw[1:-1]
-        red = redactor.redact(value, counts)
+        red = redactor.redact_short(value, counts)
         if red is not value and red != value:
             out.append(text[cur : m.start()])
             out.append(json.dumps(red, ensure_ascii=False))

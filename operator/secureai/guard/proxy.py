@@ -59,6 +59,7 @@ _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "content-md
 _DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 _CHUNK = 64 * 1024
+_SLICE = 4096
 
 
 class StartupError(Exception):
@@ -445,10 +446,16 @@ class Guard:
         try:
             if not no_body:
                 async for chunk in up.content.iter_any():
-                    data = flt.feed(chunk) if flt is not None else chunk
-                    if data:
-                        out.bytes_out += len(data)
-                        await resp.write(data)
+                    if flt is None:
+                        out.bytes_out += len(chunk)
+                        await resp.write(chunk)
+                        continue
+                    # Redact big reads in slices so the first bytes leave early.
+                    for i in range(0, len(chunk), _SLICE):
+                        data = flt.feed(chunk[i : i + _SLICE])
+                        if data:
+                            out.bytes_out += len(data)
+                            await resp.write(data)
                 if flt is not None:
                     tail = flt.flush()
                     if tail:

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Span = tuple[int, int, str]  # start, end, type
@@ -25,6 +25,8 @@ Validator = Callable[[str, "re.Match[str]"], tuple[int, int] | None]
 _sre_parser: Any = importlib.import_module("re._parser")
 _sre_constants: Any = importlib.import_module("re._constants")
 UNBOUNDED = 1 << 30
+_MEMO_MAX_LEN = 64
+_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +36,13 @@ class Detector:
     max_len: int
     charset: str | None  # regex class source of the chars a match can hold; None: any char
     tail: re.Pattern[str] | None = None
+    # The tail can only reach back further than a partial keyword if one of these is present.
+    tail_keys: tuple[str, ...] | None = None
     validate: Validator | None = None
     group: int = 0  # -1: the last group that matched
-    trigger: re.Pattern[str] | None = None  # cheap pre-check: no trigger, no match
+    # Cheap pre-check: a match needs one of these substrings (of the lowercased text if ci).
+    trigger: tuple[str, ...] | None = None
+    trigger_ci: bool = False
     end_slack: int = 0  # hold a found match this close to the end (an optional suffix may follow)
     priority: int = 0
 
@@ -305,7 +311,22 @@ def _tail(alternatives: Iterable[str], flags: int = 0) -> re.Pattern[str]:
     return re.compile(r"(?:" + "|".join(alternatives) + r")\Z", flags)
 
 
-_DIGIT = re.compile(r"\d")
+_DIGITS = tuple("0123456789")
+_AWS_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AIPA",
+    "AKPA",
+    "ANPA",
+    "ANVA",
+    "AROA",
+    "APKA",
+    "ASCA",
+)
 _SEP_NUM = r"[0-9 ().+-]"
 
 EMAIL = Detector(
@@ -319,7 +340,7 @@ EMAIL = Detector(
     ),
     max_len=480,
     charset=r"[A-Za-z0-9._%+@-]",
-    trigger=re.compile("@"),
+    trigger=("@",),
     priority=10,
 )
 
@@ -335,7 +356,7 @@ PHONE = Detector(
     max_len=40,
     charset=_SEP_NUM,
     validate=_validate_phone,
-    trigger=_DIGIT,
+    trigger=_DIGITS,
     priority=20,
 )
 
@@ -345,7 +366,7 @@ PAYMENT_CARD = Detector(
     max_len=38,
     charset=r"[0-9 -]",
     validate=_validate_card,
-    trigger=_DIGIT,
+    trigger=_DIGITS,
     priority=40,
 )
 
@@ -367,7 +388,7 @@ US_SSN = Detector(
         re.IGNORECASE,
     ),
     validate=_validate_ssn,
-    trigger=_DIGIT,
+    trigger=_DIGITS,
     priority=35,
 )
 
@@ -377,7 +398,7 @@ IPV4 = Detector(
     max_len=15,
     charset=r"[0-9.]",
     validate=_validate_ipv4,
-    trigger=_DIGIT,
+    trigger=_DIGITS,
     priority=15,
 )
 
@@ -389,7 +410,7 @@ IPV6 = Detector(
     max_len=45,
     charset=r"[0-9A-Fa-f:.]",
     validate=_validate_ipv6,
-    trigger=re.compile(":"),
+    trigger=(":",),
     priority=16,
 )
 
@@ -399,7 +420,7 @@ IBAN = Detector(
     max_len=48,
     charset=r"[A-Z0-9 ]",
     validate=_validate_iban,
-    trigger=_DIGIT,
+    trigger=_DIGITS,
     priority=30,
 )
 
@@ -416,7 +437,8 @@ SECRETS: tuple[Detector, ...] = (
         max_len=16200,
         charset=None,
         tail=_tail([_prefix_closure("-----BEGIN", r"[ A-Z0-9]{0,60}-{0,4}")]),
-        trigger=re.compile("-----BEGIN"),
+        tail_keys=("-----begin",),
+        trigger=("-----BEGIN",),
         end_slack=48,
         priority=100,
     ),
@@ -429,18 +451,18 @@ SECRETS: tuple[Detector, ...] = (
         max_len=14400,
         charset=r"[A-Za-z0-9_.-]",
         validate=_validate_jwt,
-        trigger=re.compile("eyJ"),
+        trigger=("eyJ",),
         priority=90,
     ),
     Detector(
         type="secret",
         pattern=re.compile(
-            r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|AKPA|ANPA|ANVA|AROA|APKA|ASCA)"
+            r"(?<![A-Za-z0-9])(?:" + "|".join(_AWS_PREFIXES) + ")"
             r"[A-Z0-9]{16}(?![A-Za-z0-9])"
         ),
         max_len=20,
         charset=r"[A-Z0-9]",
-        trigger=re.compile(r"A[A-Z][A-Z]A"),
+        trigger=_AWS_PREFIXES,
         priority=80,
     ),
     Detector(
@@ -462,8 +484,10 @@ SECRETS: tuple[Detector, ...] = (
             ],
             re.IGNORECASE,
         ),
+        tail_keys=("aws", "secret"),
         group=1,
-        trigger=re.compile(r"(?i)secret"),
+        trigger=("secret",),
+        trigger_ci=True,
         priority=80,
     ),
     Detector(
@@ -473,7 +497,7 @@ SECRETS: tuple[Detector, ...] = (
         ),
         max_len=2060,
         charset=r"[0-9A-Za-z_.-]",
-        trigger=re.compile(r"AIza|ya29\."),
+        trigger=("AIza", "ya29."),
         priority=80,
     ),
     Detector(
@@ -499,8 +523,10 @@ SECRETS: tuple[Detector, ...] = (
             + [r"[?&](?:s(?:i(?:g(?:=[A-Za-z0-9%+/=]{0,256})?)?)?)?"],
             re.IGNORECASE,
         ),
+        tail_keys=("accountkey", "sharedaccess", "clientsecret", "client_secret", "sig="),
         group=-1,
-        trigger=re.compile(r"(?i)key|signature|secret|sig="),
+        trigger=("accountkey", "sharedaccess", "clientsecret", "client_secret", "sig="),
+        trigger_ci=True,
         priority=80,
     ),
     Detector(
@@ -512,7 +538,17 @@ SECRETS: tuple[Detector, ...] = (
         ),
         max_len=270,
         charset=r"[A-Za-z0-9_-]",
-        trigger=re.compile(r"gh[pousr]_|github_pat_|xox|k_live_|k_test_"),
+        trigger=(
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "xox",
+            "k_live_",
+            "k_test_",
+        ),
         priority=80,
     ),
     Detector(
@@ -520,7 +556,7 @@ SECRETS: tuple[Detector, ...] = (
         pattern=re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/]{20,120}"),
         max_len=160,
         charset=r"[A-Za-z0-9/:.]",
-        trigger=re.compile("hooks.slack.com"),
+        trigger=("hooks.slack.com",),
         priority=85,
     ),
     Detector(
@@ -532,7 +568,7 @@ SECRETS: tuple[Detector, ...] = (
         max_len=280,
         charset=r"[A-Za-z0-9_-]",
         validate=_validate_api_token,
-        trigger=re.compile("sk-"),
+        trigger=("sk-",),
         priority=80,
     ),
     Detector(
@@ -541,8 +577,10 @@ SECRETS: tuple[Detector, ...] = (
         max_len=2060,
         charset=None,
         tail=_tail([_prefix_closure("bearer", r"\s{0,4}" + _B64ISH + r"{0,2048}")], re.I),
+        tail_keys=("bearer",),
         group=1,
-        trigger=re.compile(r"(?i)bearer"),
+        trigger=("bearer",),
+        trigger_ci=True,
         priority=70,
     ),
 )
@@ -638,8 +676,8 @@ def placeholder(kind: str) -> str:
 @dataclass(slots=True)
 class _HoldGroup:
     back: re.Pattern[str]  # matches the run of class chars at the start of reversed text
+    last: re.Pattern[str]  # the class itself, to test the final char first
     window: int
-    members: list[Detector] = field(default_factory=list)
 
 
 class Redactor:
@@ -665,18 +703,35 @@ class Redactor:
             elif d.charset is None:
                 self._any_window = max(self._any_window, d.max_len - 1)
             else:
-                g = groups.setdefault(d.charset, _HoldGroup(re.compile(d.charset + "*"), 0))
+                g = groups.setdefault(
+                    d.charset, _HoldGroup(re.compile(d.charset + "*"), re.compile(d.charset), 0)
+                )
                 g.window = max(g.window, d.max_len - 1)
-                g.members.append(d)
         self._groups = list(groups.values())
+        self._tail_window = max((d.max_len for d in self._tails), default=0)
+        self._tail_key_len = {id(d): max(map(len, d.tail_keys or ("",))) for d in self._tails}
         self.max_len = max((d.max_len for d in dets), default=1)
+        self._memo: dict[str, tuple[str, dict[str, int]]] = {}
 
     def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector, int]]:
         """(start, end, priority, detector, anchor): anchor is where the regex match began."""
         out: list[tuple[int, int, int, Detector, int]] = []
+        low: str | None = None
+        seen: dict[tuple[tuple[str, ...], bool], bool] = {}
         for d in self.detectors:
-            if d.trigger is not None and d.trigger.search(text, pos) is None:
-                continue
+            if d.trigger is not None:
+                key = (d.trigger, d.trigger_ci)
+                hit = seen.get(key)
+                if hit is None:
+                    if d.trigger_ci:
+                        if low is None:
+                            low = text.lower()
+                        hay = low
+                    else:
+                        hay = text
+                    hit = seen[key] = any(t in hay for t in d.trigger)
+                if not hit:
+                    continue
             i = pos
             search = d.pattern.search
             validate = d.validate
@@ -726,15 +781,22 @@ class Redactor:
             h = min(h, n - self._any_window)
         for g in self._groups:
             lo = max(pos, n - g.window)
-            if lo >= n:
+            if lo >= n or g.last.match(text, n - 1) is None:
                 continue
             m = g.back.match(text[n - 1 : lo - 1 if lo > 0 else None : -1])
             run = m.end() if m else 0
             if run:
-                for d in g.members:
-                    h = min(h, n - min(run, d.max_len - 1))
+                h = min(h, n - min(run, g.window))
+        low: str | None = None
+        low_start = max(pos, n - self._tail_window)
         for d in self._tails:
             lo = max(pos, n - d.max_len)
+            if d.tail_keys is not None:
+                if low is None:
+                    low = text[low_start:].lower()
+                window = low[lo - low_start :]
+                if not any(k in window for k in d.tail_keys):
+                    lo = max(lo, n - self._tail_key_len[id(d)])
             m = d.tail.search(text, lo) if d.tail is not None else None
             if m is not None:
                 h = min(h, m.start())
@@ -745,6 +807,21 @@ class Redactor:
         if not spans:
             return text
         return apply(text, 0, len(text), spans, counts)
+
+    def redact_short(self, text: str, counts: dict[str, int]) -> str:
+        """``redact`` with a bounded memo for short strings (JSON keys, ids, model names)."""
+        if len(text) > _MEMO_MAX_LEN:
+            return self.redact(text, counts)
+        hit = self._memo.get(text)
+        if hit is None:
+            delta: dict[str, int] = {}
+            hit = (self.redact(text, delta), delta)
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[text] = hit
+        for k, v in hit[1].items():
+            counts[k] = counts.get(k, 0) + v
+        return hit[0]
 
 
 def apply(

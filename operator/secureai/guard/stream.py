@@ -204,7 +204,7 @@ class JsonFragments:
         if isinstance(v, dict):
             out: dict[str, Any] = {}
             for k, x in v.items():
-                nk = self._r.redact(k, self._counts)
+                nk = self._r.redact_short(k, self._counts)
                 if nk != k:
                     ctx.changed = True
                 p = (*path, k)
@@ -212,7 +212,7 @@ class JsonFragments:
                     if k in STREAM_FIELDS:
                         out[nk] = self._fragment(ctx.top + p, x, ctx)
                     else:
-                        red = self._r.redact(x, self._counts)
+                        red = self._r.redact_short(x, self._counts)
                         if red != x:
                             ctx.changed = True
                         out[nk] = red
@@ -256,12 +256,12 @@ class JsonFragments:
                     if isinstance(x, str) and k in STREAM_FIELDS:
                         out[k] = text if top + p == key else ""
                     else:
-                        out[self._r.redact(k, scratch)] = fill(x, p)
+                        out[self._r.redact_short(k, scratch)] = fill(x, p)
                 return out
             if isinstance(v, list):
                 return [fill(x, (*path, self._elem(x, i))) for i, x in enumerate(v)]
             if isinstance(v, str):
-                return self._r.redact(v, scratch)
+                return self._r.redact_short(v, scratch)
             return v
 
         return meta, _dumps(fill(json.loads(payload), ()))
