@@ -36,7 +36,7 @@ from secureai.guard.audit import AuditLog, ClientHasher
 from secureai.guard.config import GuardConfig
 from secureai.guard.metrics import CONTENT_TYPE, GuardMetrics
 from secureai.guard.redact import Redactor
-from secureai.guard.stream import StreamError, body_filter
+from secureai.guard.stream import BodyFilter, StreamError, body_filter
 
 log = logging.getLogger("secureai.guard")
 
@@ -59,7 +59,8 @@ _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "content-md
 _DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 _CHUNK = 64 * 1024
-_SLICE = 4096
+_SLICE = 1024
+_SMALL_BODY = 256 * 1024
 
 
 class StartupError(Exception):
@@ -439,9 +440,12 @@ class Guard:
                 self.cfg.max_response_buffer_bytes,
             )
         )
+        out.status = up.status
+        length = up.content_length
+        if not no_body and length is not None and length <= _SMALL_BODY and not encoding:
+            return await self._relay_small(up, flt, counts, out)
         headers = _response_headers(up.headers, keep_length=flt is None and not encoding)
         resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
-        out.status = up.status
         await resp.prepare(request)
         try:
             if not no_body:
@@ -452,6 +456,8 @@ class Guard:
                         continue
                     # Redact big reads in slices so the first bytes leave early.
                     for i in range(0, len(chunk), _SLICE):
+                        if i:
+                            await asyncio.sleep(0)  # let other requests run between slices
                         data = flt.feed(chunk[i : i + _SLICE])
                         if data:
                             out.bytes_out += len(data)
@@ -477,6 +483,28 @@ class Guard:
         except ConnectionError:
             out.upstream_error = "client_gone"
         return resp
+
+    async def _relay_small(
+        self,
+        up: aiohttp.ClientResponse,
+        flt: BodyFilter | None,
+        counts: dict[str, int],
+        out: _Outcome,
+    ) -> web.StreamResponse:
+        """A small body of known length: read, redact, answer in one write."""
+        try:
+            body = await up.read()
+            if flt is not None:
+                body = flt.feed(body) + flt.flush()
+        except TimeoutError:
+            return self._upstream_error(out, "timeout", 504)
+        except aiohttp.ClientError:
+            return self._upstream_error(out, "protocol", 502)
+        except StreamError:
+            return self._upstream_error(out, "redaction", 502)
+        out.bytes_out = len(body)
+        headers = _response_headers(up.headers, keep_length=False)
+        return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
 
     async def upstream_reachable(self) -> bool:
         now = time.monotonic()
