@@ -192,29 +192,22 @@ def _process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen
                 proc.wait(5)
 
 
-def ensure_nginx() -> str | None:
-    found = shutil.which("nginx") or (
+def _nginx_path() -> str | None:
+    return shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
-    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
+
+
+def ensure_nginx() -> str | None:
+    """nginx, installed from Debian's packages when missing and running as root."""
+    if _nginx_path() or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return _nginx_path()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "install", "-y", "-q", "nginx"], ["apt-get", "update", "-q"]):
-        subprocess.run(cmd, env=env, capture_output=True, check=False, timeout=600)
-        if cmd[1] == "update":
-            subprocess.run(
-                ["apt-get", "install", "-y", "-q", "nginx"],
-                env=env,
-                capture_output=True,
-                check=False,
-                timeout=600,
-            )
-        found = shutil.which("nginx") or (
-            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-        )
-        if found:
-            break
-    return found
+    install = ["apt-get", "install", "-y", "-q", "nginx"]
+    if subprocess.run(install, env=env, capture_output=True, check=False, timeout=600).returncode:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(install, env=env, capture_output=True, check=False, timeout=600)
+    return _nginx_path()
 
 
 def _nginx_conf(tmp: Path, port: int, upstream_port: int, cert: Path, key: Path) -> Path:

@@ -173,6 +173,24 @@ async def test_upstream_timeout_is_504(strict_guard: GuardProc) -> None:
         assert r.status == 504
 
 
+async def test_stall_after_headers_aborts_instead_of_ending_cleanly(
+    strict_guard: GuardProc, upstream: Upstream
+) -> None:
+    url = f"{strict_guard.url}/hold?id=stall"
+    try:
+        async with client(strict_guard) as s, s.get(url, headers=cid()) as r:
+            assert r.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()  # the upstream goes silent past upstream_timeout_s
+    finally:
+        upstream.release_hold("stall")
+    wait_until(
+        lambda: any(a.get("upstream_error") == "timeout" for a in strict_guard.audit_lines()),
+        10,
+        "audit line for the stalled stream",
+    )
+
+
 async def test_concurrency_cap_is_503(strict_guard: GuardProc, upstream: Upstream) -> None:
     held = upstream.hold_started("conc")
     url = f"{strict_guard.url}/hold?id=conc"
