@@ -182,8 +182,21 @@ EOF
   log "kwok+helm built in $((SECONDS - t0))s"
 }
 
-build_k8s
-build_tools
+# phase NAME BINARIES...: run build_NAME unless its binaries and phase stamp are in place
+phase() {
+  local name="$1" b; shift
+  if [[ ${force} -eq 0 && -f "${BINDIR}/.stamp-${name}" && "$(cat "${BINDIR}/.stamp-${name}")" == "${KEY}" ]]; then
+    local ok=1
+    for b in "$@"; do [[ -x "${BINDIR}/${b}" ]] || ok=0; done
+    if [[ ${ok} -eq 1 ]]; then log "${name}: up to date"; return 0; fi
+  fi
+  rm -f "${BINDIR}/.stamp-${name}"
+  "build_${name}"
+  echo "${KEY}" >"${BINDIR}/.stamp-${name}"
+}
+
+phase k8s etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubectl
+phase tools kwok helm
 
 for b in "${BINARIES[@]}"; do
   [[ -x "${BINDIR}/${b}" ]] || { echo "missing ${BINDIR}/${b} after build" >&2; exit 1; }

@@ -53,25 +53,29 @@ start() {
   printf '%s' "$1" >"${PIDS}/${name}.cmd"
 }
 
-stop() {
-  local name="$1" pid deadline
-  pid="$(pid_of "${name}")"
-  if [[ -n "${pid}" ]] && alive "${name}"; then
-    kill -TERM "${pid}" 2>/dev/null || true
-    deadline=$((SECONDS + 15))
-    while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    if kill -0 "${pid}" 2>/dev/null; then
-      log "${name} (pid ${pid}) ignored SIGTERM; killing"
-      kill -KILL "${pid}" 2>/dev/null || true
-    fi
-    log "stopped ${name} (pid ${pid})"
-  fi
-  rm -f "${PIDS}/${name}.pid" "${PIDS}/${name}.cmd"
-}
-
+# stop_all: SIGTERM every recorded component that still runs, wait for all of them (deadline),
+# then SIGKILL stragglers. Only pids recorded by `up` are signalled, never a process by name.
 stop_all() {
-  local i
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[i]}"; done
+  local i name pid deadline
+  local -a names=() pids=()
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    name="${COMPONENTS[i]}"
+    if alive "${name}"; then
+      pid="$(pid_of "${name}")"
+      kill -TERM "${pid}" 2>/dev/null || true
+      names+=("${name}"); pids+=("${pid}")
+    fi
+  done
+  deadline=$((SECONDS + 20))
+  for i in "${!pids[@]}"; do
+    while kill -0 "${pids[i]}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "${pids[i]}" 2>/dev/null; then
+      log "${names[i]} (pid ${pids[i]}) ignored SIGTERM; killing"
+      kill -KILL "${pids[i]}" 2>/dev/null || true
+    fi
+    log "stopped ${names[i]} (pid ${pids[i]})"
+  done
+  for name in "${COMPONENTS[@]}"; do rm -f "${PIDS}/${name}.pid" "${PIDS}/${name}.cmd"; done
 }
 
 # wait_until DESCRIPTION COMPONENT CMD...: poll CMD until it succeeds; fail at the deadline or
@@ -123,14 +127,22 @@ free_port() {
 }
 
 # ---- PKI ------------------------------------------------------------------------------------
-# cert NAME CN ORG(may be empty) EXTFILE-CONTENT
+# ca NAME CN: a self-signed CA
+ca() {
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${PKI}/$1.key" 2>/dev/null
+  openssl req -x509 -new -key "${PKI}/$1.key" -subj "/CN=$2" -days 365 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "${PKI}/$1.crt" 2>/dev/null
+}
+
+# cert NAME CN ORG(may be empty) EXTFILE-CONTENT [CA-NAME]
 cert() {
-  local name="$1" cn="$2" org="$3" ext="$4" subj="/CN=$2"
+  local name="$1" cn="$2" org="$3" ext="$4" signer="${5:-ca}" subj="/CN=$2"
   [[ -n "${org}" ]] && subj="/O=${org}/CN=${cn}"
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${PKI}/${name}.key" 2>/dev/null
   openssl req -new -key "${PKI}/${name}.key" -subj "${subj}" -out "${PKI}/${name}.csr" 2>/dev/null
   printf '%s\n' "${ext}" >"${PKI}/${name}.ext"
-  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${PKI}/ca.crt" -CAkey "${PKI}/ca.key" \
+  openssl x509 -req -in "${PKI}/${name}.csr" -CA "${PKI}/${signer}.crt" -CAkey "${PKI}/${signer}.key" \
     -CAcreateserial -days 365 -sha256 -extfile "${PKI}/${name}.ext" -out "${PKI}/${name}.crt" 2>/dev/null
   rm -f "${PKI}/${name}.csr" "${PKI}/${name}.ext"
 }
@@ -139,10 +151,10 @@ gen_pki() {
   log "generating certificates (openssl)"
   mkdir -p "${PKI}"
   umask 077
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "${PKI}/ca.key" 2>/dev/null
-  openssl req -x509 -new -key "${PKI}/ca.key" -subj "/CN=secureai-local-ca" -days 365 -sha256 \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -out "${PKI}/ca.crt" 2>/dev/null
+  ca ca secureai-local-ca
+  # front proxy (requestheader) CA: lets components delegate authentication to the apiserver
+  # and makes aggregated APIs possible
+  ca front-proxy-ca secureai-local-front-proxy-ca
   local client="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -158,6 +170,7 @@ subjectAltName=IP:127.0.0.1,DNS:localhost"
   cert admin secureai-admin system:masters "${client}"
   cert kube-controller-manager system:kube-controller-manager "" "${client}"
   cert kube-scheduler system:kube-scheduler "" "${client}"
+  cert front-proxy-client front-proxy-client "" "${client}" front-proxy-ca
   # kwok impersonates and patches node/pod status everywhere: it runs as a cluster admin
   cert kwok kwok-controller system:masters "${client}"
   # service-account token signing key pair
@@ -243,6 +256,16 @@ options:
   cidr: ${POD_CIDR}
   nodeIP: 127.0.0.1
   nodeLeaseDurationSeconds: 40
+  # kwok applies its defaults only without a config file: spell them out
+  nodeLeaseParallelism: 2
+  nodePlayStageParallelism: 2
+  podPlayStageParallelism: 4
+  podsOnNodeSyncParallelism: 1
+  enablePodsOnNodeSyncListPager: true
+  enablePodsOnNodeSyncStreamWatch: false
+  enableDebuggingHandlers: false
+  enableProfilingHandler: false
+  enableContentionProfiling: false
   manageAllNodes: false
   manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake
 EOF
@@ -422,6 +445,12 @@ EOF
     --etcd-certfile="${PKI}/apiserver-etcd-client.crt" --etcd-keyfile="${PKI}/apiserver-etcd-client.key" \
     --tls-cert-file="${PKI}/apiserver.crt" --tls-private-key-file="${PKI}/apiserver.key" \
     --client-ca-file="${PKI}/ca.crt" \
+    --requestheader-client-ca-file="${PKI}/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
+    --proxy-client-key-file="${PKI}/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
     --allow-privileged=true \
