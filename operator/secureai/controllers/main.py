@@ -74,6 +74,8 @@ async def resync_forever(reconciler: Reconciler, period: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=bool(args.verbose))
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         policy = load_policy(args.policy)
     except ValidationError as exc:
@@ -89,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     register(registry, reconciler)
     ready = asyncio.Event()
     background: list[asyncio.Task[None]] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:

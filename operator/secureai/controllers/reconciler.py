@@ -178,6 +178,9 @@ class Reconciler:
             return
         result = await self._apply(manifest)
         self.state.remember_child(result)
+        left = differences(manifest, result)
+        if left:
+            log.error("%s/%s differs right after apply: %s", manifest["kind"], key[2], left)
 
     async def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -313,7 +316,8 @@ class Reconciler:
         if desired is not None:
             started = time.perf_counter()
             if deleted:
-                await self._revert(entry, desired, None, ["deleted"], started)
+                if await self._owner_alive(entry):
+                    await self._revert(entry, desired, None, ["deleted"], started)
             else:
                 live = self.state.live_children(key).get(child, body)
                 if resource_version(live) <= resource_version(body):
@@ -322,6 +326,20 @@ class Reconciler:
                         await self._revert(entry, desired, body, diffs, started)
         if kind in ("Job", "Deployment"):
             self.schedule_status(key)
+
+    async def _owner_alive(self, entry: Entry) -> bool:
+        """A deleted child is recreated only while its owner lives (not during GC)."""
+        resource = WORKLOAD_RESOURCES[entry.kind]
+        try:
+            owner = await self.kube.request("GET", resource.path(entry.namespace, entry.name))
+        except ApiError as exc:
+            if exc.status == 404:
+                self.state.workloads.pop(workload_key_of_cr(entry.body), None)
+                return False
+            raise
+        meta = owner.get("metadata", {})
+        same = meta.get("uid") == entry.body["metadata"].get("uid")
+        return same and not meta.get("deletionTimestamp")
 
     async def _revert(
         self,
@@ -341,10 +359,16 @@ class Reconciler:
                 else:
                     result = await self._replace(desired, live)
             except ApiError as exc:
+                if exc.status == 403 and "being terminated" in exc.message:
+                    return
                 log.warning("revert of %s/%s failed: %s", kind, name, exc)
                 self.emit(entry.body, "Warning", "DriftRevertFailed", f"{kind}/{name}: {exc}")
                 return
             self.state.remember_child(result)
+            left = differences(desired, result)
+            if left:
+                log.error("%s/%s still differs after the revert: %s", kind, name, left)
+                self.emit(entry.body, "Warning", "DriftRevertIncomplete", f"{kind}/{name}: {left}")
             self._record_revert(entry, f"{kind}/{name}", diffs, started)
             await self._write_status(entry)
 

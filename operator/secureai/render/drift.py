@@ -20,6 +20,9 @@ SECURITY_KEYS = frozenset(
         "envFrom",
         "ephemeralContainers",
         "hostAliases",
+        "hostIPC",
+        "hostNetwork",
+        "hostPID",
         "hostPath",
         "hostPort",
         "hostUsers",
@@ -95,7 +98,7 @@ def _compare(want: Any, got: Any, path: str, out: list[str]) -> None:
                 continue
             _compare(value, got[key], sub, out)
         for key in got.keys() - want.keys():
-            if key in SECURITY_KEYS and got[key] not in ({}, [], None):
+            if key in SECURITY_KEYS and got[key] not in ({}, [], None, False):
                 out.append(f"{path}.{key}: added" if path else f"{key}: added")
         return
     if isinstance(want, list):

@@ -178,9 +178,6 @@ def pod_template(cr: Workload, policy: Policy, main: str, parts: PodParts) -> di
         "serviceAccountName": cr.metadata.name,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "hostNetwork": False,
-        "hostPID": False,
-        "hostIPC": False,
         "securityContext": pod_security_context(policy),
     }
     if parts.init_containers:
