@@ -28,6 +28,16 @@ ISSUER=https://kubernetes.default.svc.cluster.local
 # start order; `down` stops in reverse
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok provisioner)
 
+# One `up`/`down` at a time per state dir (several shells or test sessions may share a clone).
+# The lock lives outside the state dir, which `down` removes. A caller that already holds it
+# (tests/clusterkit.py) sets SECUREAI_CLUSTER_LOCK_HELD=1.
+LOCK="${TMPDIR:-/tmp}/secureai-cluster-$(printf '%s' "${STATE}" | sha1sum | cut -c1-12).lock"
+lock() {
+  [[ "${SECUREAI_CLUSTER_LOCK_HELD:-0}" == 1 ]] && return 0
+  exec 9>>"${LOCK}"
+  flock -w 600 9 || die "could not get ${LOCK} within 600s"
+}
+
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -173,6 +183,7 @@ subjectAltName=IP:127.0.0.1,DNS:localhost"
   cert front-proxy-client front-proxy-client "" "${client}" front-proxy-ca
   # kwok impersonates and patches node/pod status everywhere: it runs as a cluster admin
   cert kwok kwok-controller system:masters "${client}"
+  cert provisioner secureai-local-provisioner "" "${client}"
   # service-account token signing key pair
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "${PKI}/sa.key" 2>/dev/null
   openssl pkey -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
@@ -340,6 +351,34 @@ create_nodes() {
 
 create_storage() {
   kc apply -f - >/dev/null <<'EOF'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: secureai:local-provisioner
+rules:
+- apiGroups: [""]
+  resources: [persistentvolumes]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch]
+- apiGroups: [storage.k8s.io]
+  resources: [storageclasses]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: secureai:local-provisioner
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: secureai:local-provisioner
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: secureai-local-provisioner
+---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
@@ -427,6 +466,7 @@ EOF
   kubeconfig kube-controller-manager kube-controller-manager
   kubeconfig kube-scheduler kube-scheduler
   kubeconfig kwok kwok
+  kubeconfig provisioner provisioner
 
   start etcd "${BINDIR}/etcd" \
     --name=secureai --data-dir="${STATE}/etcd" \
@@ -499,7 +539,7 @@ EOF
     --node-lease-duration-seconds=40 \
     --server-address="127.0.0.1:${KWOK_PORT}"
   start provisioner "${VENV_PY}" "${REPO}/hack/provisioner.py" \
-    --kubeconfig "${KUBECONFIG_ADMIN}" --provisioner secureai.dev/local --volume-root "${STATE}/volumes"
+    --kubeconfig "${STATE}/provisioner.kubeconfig" --provisioner secureai.dev/local --volume-root "${STATE}/volumes"
   wait_until "nodes Ready" kwok nodes_ready
   wait_until "ServiceAccount default/default" kube-controller-manager default_sa_exists
   UP_DONE=1
@@ -575,8 +615,8 @@ EOF
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) lock; cmd_up ;;
+  down) lock; cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;

@@ -17,7 +17,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -79,9 +78,21 @@ class Provisioner:
         )
         with self.lock:
             try:
+                self.core.read_persistent_volume(pv_name)
+                return  # created by an earlier pass; the PV binder finishes the job
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            try:
                 self.core.create_persistent_volume(pv)
-                log.info("created %s for %s/%s (%s, %s)", pv_name, meta.namespace, meta.name,
-                         sc.metadata.name, size)
+                log.info(
+                    "created %s for %s/%s (%s, %s)",
+                    pv_name,
+                    meta.namespace,
+                    meta.name,
+                    sc.metadata.name,
+                    size,
+                )
             except ApiException as exc:
                 if exc.status != 409:  # already exists: an earlier pass created it
                     raise
@@ -92,7 +103,8 @@ class Provisioner:
             if ann.get(ANN_PROVISIONED_BY) != self.name or pv.metadata.deletion_timestamp:
                 continue
             phase = pv.status.phase if pv.status else None
-            if phase in ("Released", "Failed") and pv.spec.persistent_volume_reclaim_policy == "Delete":
+            policy = pv.spec.persistent_volume_reclaim_policy
+            if phase in ("Released", "Failed") and policy == "Delete":
                 try:
                     self.core.delete_persistent_volume(pv.metadata.name)
                     log.info("deleted released %s", pv.metadata.name)
@@ -110,7 +122,7 @@ class Provisioner:
         while not self.stop.is_set():
             try:
                 self.resync()
-            except Exception:  # noqa: BLE001 - keep going; the next pass retries
+            except Exception:
                 log.exception("resync failed")
             self.stop.wait(period)
 
@@ -130,7 +142,7 @@ class Provisioner:
                         if pvc.spec.storage_class_name not in classes:
                             classes = self.our_classes()  # a class may have been added
                         self.reconcile_claim(pvc, classes)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("watch failed; restarting")
                 self.stop.wait(1)
 
@@ -146,7 +158,7 @@ def main() -> int:
     config.load_kube_config(config_file=args.kubeconfig)
     prov = Provisioner(args.provisioner, args.volume_root)
 
-    def shutdown(signum, _frame):  # noqa: ANN001
+    def shutdown(signum, _frame):
         log.info("signal %s: stopping", signum)
         prov.stop.set()
         sys.exit(0)

@@ -3,14 +3,20 @@
     cluster = ensure_cluster()          # reuse a running cluster, or start one
     cluster.kubectl("get", "nodes")     # kubectl of the pinned version, admin kubeconfig
     wait_for(lambda: ..., timeout=30)   # poll with a deadline
-    if cluster.started_here:
-        cluster.down()
+    release_cluster(cluster)            # at the end: stops it only if tests started it
+                                        # and no other test session still uses it
 
+A cluster someone started with `make cluster` is never stopped by tests. One started by a
+test session is stopped by the last test session using it (sessions register under
+``.cluster/users/``; `up`, `down` and that bookkeeping share one lock with hack/cluster.sh).
 Nothing here mocks the API: every call goes to the apiserver (or etcd) on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -199,7 +205,11 @@ class Cluster:
         return list(iter_audit_events(self.audit_log, predicate))
 
     def down(self) -> None:
-        subprocess.run([str(REPO / "hack" / "cluster.sh"), "down"], check=True)
+        """Stop the cluster unconditionally (prefer :func:`release_cluster`)."""
+        with _cluster_lock(self.state_dir):
+            proc = _cluster_sh(self.state_dir, "down")
+        if proc.returncode != 0:
+            raise ClusterUnavailable(f"hack/cluster.sh down failed:\n{proc.stderr}")
 
 
 def iter_audit_events(
@@ -238,30 +248,96 @@ def cluster_ready(kubeconfig: Path, bin_dir: Path) -> bool:
     return proc.returncode == 0 and proc.stdout.strip() == "ok"
 
 
+STARTED_BY_TESTS = "started-by-tests"
+
+
+@contextlib.contextmanager
+def _cluster_lock(state: Path) -> Iterator[None]:
+    """The lock hack/cluster.sh takes for up/down (same path derivation)."""
+    digest = hashlib.sha1(str(state).encode()).hexdigest()[:12]  # only names a file
+    tmp = os.environ.get("TMPDIR") or "/tmp"  # as ${TMPDIR:-/tmp} in hack/cluster.sh
+    path = Path(tmp) / f"secureai-cluster-{digest}.lock"
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cluster_sh(state: Path, command: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, SECUREAI_CLUSTER_DIR=str(state), SECUREAI_CLUSTER_LOCK_HELD="1")
+    return subprocess.run(
+        [str(REPO / "hack" / "cluster.sh"), command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def _live_users(state: Path) -> list[Path]:
+    users = state / "users"
+    live = []
+    for f in users.glob("*") if users.is_dir() else []:
+        try:
+            os.kill(int(f.name), 0)
+            live.append(f)
+        except (ValueError, ProcessLookupError):
+            f.unlink(missing_ok=True)  # a session that died without releasing
+        except PermissionError:
+            live.append(f)
+    return live
+
+
 def ensure_cluster() -> Cluster:
     """Use the running cluster if ``.cluster/kubeconfig`` answers /readyz; else start one.
 
-    The returned Cluster has ``started_here=True`` only if this call started it, so a caller
-    tears down only what it started.
+    ``started_here`` is True only if this call started it. Either way this process is
+    registered as a user until :func:`release_cluster`.
     """
     state = state_dir()
-    if (state / "cluster.env").exists():
-        existing = Cluster.from_state(state)
-        if existing.ready():
-            return existing
-    bins = bindir()
-    needed = ("etcd", "etcdctl", "kube-apiserver", "kubectl", "kwok", "helm")
-    missing = [b for b in needed if not (bins / b).exists()]
-    if missing:
-        raise ClusterUnavailable(
-            f"toolchain not built ({', '.join(missing)} missing in {bins}): run `make toolchain`"
-        )
-    proc = subprocess.run(
-        [str(REPO / "hack" / "cluster.sh"), "up"], capture_output=True, text=True, timeout=600
-    )
-    if proc.returncode != 0:
-        raise ClusterUnavailable(f"hack/cluster.sh up failed:\n{proc.stdout}\n{proc.stderr}")
-    return Cluster.from_state(state, started_here=True)
+    with _cluster_lock(state):
+        if (state / "cluster.env").exists():
+            existing = Cluster.from_state(state)
+            if existing.ready():
+                _register(state)
+                return existing
+        bins = bindir()
+        needed = ("etcd", "etcdctl", "kube-apiserver", "kubectl", "kwok", "helm")
+        missing = [b for b in needed if not (bins / b).exists()]
+        if missing:
+            raise ClusterUnavailable(
+                f"toolchain not built ({', '.join(missing)} missing in {bins}): "
+                "run `make toolchain`"
+            )
+        proc = _cluster_sh(state, "up")
+        if proc.returncode != 0:
+            raise ClusterUnavailable(f"hack/cluster.sh up failed:\n{proc.stdout}\n{proc.stderr}")
+        (state / STARTED_BY_TESTS).write_text(f"{os.getpid()}\n")
+        _register(state)
+        return Cluster.from_state(state, started_here=True)
+
+
+def _register(state: Path) -> None:
+    (state / "users").mkdir(exist_ok=True)
+    (state / "users" / str(os.getpid())).touch()
+
+
+def release_cluster(cluster: Cluster, keep: bool = False) -> bool:
+    """Unregister this process; stop the cluster if tests started it and nobody else uses it.
+
+    Returns True if it stopped the cluster.
+    """
+    state = cluster.state_dir
+    with _cluster_lock(state):
+        (state / "users" / str(os.getpid())).unlink(missing_ok=True)
+        if keep or not (state / STARTED_BY_TESTS).exists() or _live_users(state):
+            return False
+        proc = _cluster_sh(state, "down")
+        if proc.returncode != 0:
+            raise ClusterUnavailable(f"hack/cluster.sh down failed:\n{proc.stderr}")
+        return True
 
 
 def kubectl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:

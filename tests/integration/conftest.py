@@ -1,7 +1,8 @@
 """Fixtures for integration tests: they run against the real local control plane.
 
-- ``cluster`` (session): a running cluster; started by the session only if none was up, and
-  then stopped at the end (set SECUREAI_KEEP_CLUSTER=1 to keep it).
+- ``cluster`` (session): a running cluster; started by the session only if none was up. At
+  the end it is stopped only if a test session started it and no other test session still
+  uses it; a cluster from `make cluster` is left alone. SECUREAI_KEEP_CLUSTER=1 keeps it.
 - ``k8s`` (session): a ``kubernetes.client.ApiClient`` with the admin kubeconfig.
 - ``namespace`` (function): a fresh namespace whose ``default`` ServiceAccount exists,
   deleted after the test.
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from clusterkit import Cluster, ClusterUnavailable, ensure_cluster, wait_for
+from clusterkit import Cluster, ClusterUnavailable, ensure_cluster, release_cluster, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,8 +41,7 @@ def cluster() -> Iterator[Cluster]:
     except ClusterUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     yield c
-    if c.started_here and os.environ.get("SECUREAI_KEEP_CLUSTER") != "1":
-        c.down()
+    release_cluster(c, keep=os.environ.get("SECUREAI_KEEP_CLUSTER") == "1")
 
 
 @pytest.fixture(scope="session")
