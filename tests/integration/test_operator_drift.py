@@ -169,17 +169,15 @@ def test_add_container(cluster: Cluster, served: str) -> None:
 
 def test_privileged(cluster: Cluster, served: str) -> None:
     ns, before = served, reverts(cluster, served)
+    context = "/spec/template/spec/containers/0/securityContext"
     jpatch(
         cluster,
         ns,
         "deployment",
         NAME,
         [
-            {
-                "op": "replace",
-                "path": "/spec/template/spec/containers/0/securityContext/privileged",
-                "value": True,
-            }
+            {"op": "replace", "path": f"{context}/allowPrivilegeEscalation", "value": True},
+            {"op": "replace", "path": f"{context}/privileged", "value": True},
         ],
     )
     assert_reverted(

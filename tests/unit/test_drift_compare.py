@@ -113,7 +113,8 @@ def test_repaired_keeps_live_metadata_and_service_ip() -> None:
     live["spec"].update(clusterIP="10.96.0.10", clusterIPs=["10.96.0.10"])
     live["spec"]["ports"].append({"name": "extra", "port": 22})
     body = repaired(service, live)
-    assert body["metadata"]["resourceVersion"] == "9"
+    assert "resourceVersion" not in body["metadata"]  # unconditional: no conflict loop
+    assert body["metadata"]["uid"] == "u"
     assert "managedFields" not in body["metadata"]
     assert body["spec"]["clusterIP"] == "10.96.0.10"
     assert [p["name"] for p in body["spec"]["ports"]] == ["https"]

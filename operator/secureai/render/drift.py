@@ -153,6 +153,8 @@ def repaired(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
     """A full replacement body: the desired content on top of live metadata."""
     meta = dict(live.get("metadata", {}))
     meta.pop("managedFields", None)
+    # Unconditional update: a concurrent status write must not make the revert conflict.
+    meta.pop("resourceVersion", None)
     want_meta = desired["metadata"]
     for key in ("labels", "annotations"):
         if want_meta.get(key):
