@@ -4,8 +4,9 @@
 
 The CRs are built from the four shipped examples with varied names, namespaces, workers,
 replicas, GPU counts, guard settings and network rules, so no two are alike; they are parsed
-before the clock starts (parsing is reported on its own). The timed part is what the operator
-does per reconcile and what `secureai render` prints: `render(cr, policy)` then `to_yaml`.
+before the clock starts (parsing is reported on its own). The headline figure is what the operator
+does per reconcile, `render(cr, policy)` (it sends JSON to the API server and never writes
+YAML); `render_and_yaml_1000_s` adds `to_yaml`, which is what `secureai render` prints.
 Each figure is the best of ``--repeats`` runs. This is a benchmark, not a test: it reports
 the figure and whether it meets the target, and never fails.
 """
@@ -96,13 +97,14 @@ def run(count: int = COUNT, repeats: int = 3) -> dict[str, Any]:
     render_s, rendered = _best(repeats, render_all)
     total_s, streams = _best(repeats, render_and_yaml)
     assert len(set(streams)) == count, "the CRs are meant to be distinct"
-    per_1000_s = total_s * 1000 / count
+    per_1000_s = render_s * 1000 / count
     result = {
         "count": count,
         "total_s": round(total_s, 4),
         "repeats": repeats,
         "render_1000_s": round(per_1000_s, 4),
-        "per_cr_ms": round(total_s / count * 1000, 4),
+        "render_and_yaml_1000_s": round(total_s * 1000 / count, 4),
+        "per_cr_ms": round(render_s / count * 1000, 4),
         "render_only_s": round(render_s, 4),
         "yaml_only_s": round(max(total_s - render_s, 0.0), 4),
         "parse_s": round(parse_s, 4),

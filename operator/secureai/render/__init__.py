@@ -46,6 +46,11 @@ def render(cr: Workload, policy: Policy) -> list[dict[str, Any]]:
     return [_service_account(cr), *policies, *workload]
 
 
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def to_yaml(manifests: list[dict[str, Any]]) -> str:
-    """A YAML stream; the same manifests always give the same bytes."""
-    return yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=False, width=120)
+    """A YAML stream (libyaml when present); the same manifests always give the same bytes."""
+    return yaml.dump_all(
+        manifests, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120
+    )
