@@ -27,6 +27,8 @@ layers: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/secureai crds --out-dir crds
+	if [ -d charts/secureai-operator/crds ]; then cp crds/*.yaml charts/secureai-operator/crds/; fi
+	$(BIN)/python -c "from secureai.api.reference import markdown; print(markdown(), end='')" > docs/api.md
 
 crds-check: $(STAMP)
 	@$(BIN)/secureai crds --check crds

@@ -245,8 +245,17 @@ def rules(crd: Node) -> dict[str, list[str]]:
 def test_cel_rules_for_network_peers(crd: Node) -> None:
     found = rules(crd)
     for direction in ("ingress", "egress"):
-        (rule,) = found[f".spec.network.{direction}[]"]
-        assert "cidr" in rule and "namespaceSelector" in rule and "podSelector" in rule
+        peer_rules = found[f".spec.network.{direction}[]"]
+        assert any(
+            "cidr" in r and "namespaceSelector" in r and "podSelector" in r for r in peer_rules
+        )
+        assert any("except" in r and "cidr" in r for r in peer_rules)
+
+
+def test_cel_rules_for_gpu_product_and_name(crd: Node) -> None:
+    found = rules(crd)
+    assert any("product" in r and "count" in r for r in found[".spec.gpu"])
+    assert any("metadata.name" in r for r in found[""])
 
 
 def test_cel_rule_for_encrypted_datasets() -> None:

@@ -95,6 +95,13 @@ def crd(kind: str) -> dict[str, Any]:
         "type": "object",
         "description": (model.__doc__ or kind).strip(),
         "required": ["spec"],
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.metadata.name.size() <= 47 && "
+                "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "message": "metadata.name must be a DNS-1035 label of at most 47 characters",
+            }
+        ],
         "properties": {
             "apiVersion": {"type": "string", "description": "secureai.dev/v1alpha1"},
             "kind": {"type": "string", "description": kind},

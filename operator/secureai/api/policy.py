@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import AliasGenerator, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import (
@@ -25,25 +26,31 @@ K8S_MIN_TOKEN_SECONDS = 600
 class Toleration(Model):
     """A pod toleration."""
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    key: str | None = Field(default=None, description="Taint key.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
+    value: str | None = Field(default=None, description="Taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect."
+    )
 
 
 class GpuPool(Model):
     """Where a pool's pods go."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pool's pods require."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations the pool's pods get."
+    )
 
 
 class TokenPolicy(Model):
     """Bounds of projected service-account tokens."""
 
-    default_seconds: int = 600
-    max_seconds: int = 3600
-    default_audience: str = "secureai"
+    default_seconds: int = Field(default=600, description="Lifetime when the spec sets none.")
+    max_seconds: int = Field(default=3600, description="Longest lifetime a spec may ask for.")
+    default_audience: str = Field(default="secureai", description="Audience of the default token.")
 
     @model_validator(mode="after")
     def _bounds(self) -> TokenPolicy:
@@ -57,9 +64,11 @@ class TokenPolicy(Model):
 class DnsTarget(Model):
     """Where DNS egress may go."""
 
-    namespace: str = "kube-system"
-    pod_selector: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
-    port: int = 53
+    namespace: str = Field(default="kube-system", description="Namespace of the DNS pods.")
+    pod_selector: dict[str, str] = Field(
+        default_factory=lambda: {"k8s-app": "kube-dns"}, description="Labels of the DNS pods."
+    )
+    port: int = Field(default=53, description="DNS port (UDP and TCP).")
 
 
 class Policy(BaseSettings):
@@ -82,8 +91,10 @@ class Policy(BaseSettings):
     )
     gpu_pools: dict[str, GpuPool] = Field(default_factory=dict, description="Named GPU pools.")
     max_gpus_per_pod: int = Field(default=8, ge=1, description="Largest GPU count per pod.")
-    tokens: TokenPolicy = Field(default_factory=TokenPolicy)
-    dns: DnsTarget = Field(default_factory=DnsTarget)
+    tokens: TokenPolicy = Field(
+        default_factory=TokenPolicy, description="Projected token lifetimes and audience."
+    )
+    dns: DnsTarget = Field(default_factory=DnsTarget, description="Where DNS egress may go.")
     pod_security_labels: bool = Field(
         default=True, description="Label workload namespaces enforce=restricted."
     )
@@ -128,6 +139,9 @@ class Policy(BaseSettings):
         path = Path(path)
         if not path.is_file():
             raise OSError(f"{path}: no such file")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError("top level must be a mapping")
         source = YamlConfigSettingsSource(cls, yaml_file=path)
         data: dict[str, Any] = source()
         return cls(**data)

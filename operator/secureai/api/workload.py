@@ -36,6 +36,17 @@ class Resources(Model):
 class Gpu(Model):
     """GPU placement for each pod."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.product) || (has(self.count) && self.count > 0)",
+                    "product needs count > 0",
+                )
+            ]
+        }
+    )
+
     count: int = Field(
         default=0, ge=0, le=64, description="NVIDIA GPUs for each pod (`nvidia.com/gpu` limit)."
     )
@@ -68,7 +79,8 @@ class NetworkPeer(Model):
                 cel(
                     "has(self.cidr) != (has(self.namespaceSelector) || has(self.podSelector))",
                     "set either cidr, or namespaceSelector and/or podSelector",
-                )
+                ),
+                cel("!has(self.except) || has(self.cidr)", "except needs cidr"),
             ]
         }
     )

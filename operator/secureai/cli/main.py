@@ -42,6 +42,8 @@ def load_documents(path: str) -> list[dict[str, Any]]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -64,6 +66,12 @@ def load_policy(path: str | None) -> Policy:
         return Policy.from_yaml(path)
     except ValidationError as exc:
         raise InputError(f"{path}: policy: {one_line(exc)}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}: policy: broken YAML{where}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: policy: not UTF-8 text") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: policy: {exc}") from None
 

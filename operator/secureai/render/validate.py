@@ -94,6 +94,8 @@ def _check_peers(field: str, peers: list[NetworkPeer] | None) -> list[Violation]
                 out.append(Violation(where, f"{cidr!r} is not a valid CIDR"))
         if peer.cidr is None and peer.namespace_selector is None and peer.pod_selector is None:
             out.append(Violation(f"{field}[{i}]", "set cidr or a namespace/pod selector"))
+        if peer.cidr is None and peer.except_:
+            out.append(Violation(f"{field}[{i}].except", "except needs cidr"))
         if peer.cidr is not None and (peer.namespace_selector or peer.pod_selector):
             out.append(Violation(f"{field}[{i}]", "cidr cannot be combined with selectors"))
     return out
