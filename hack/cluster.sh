@@ -58,7 +58,7 @@ alive() {
 start() {
   local name="$1"; shift
   log "starting ${name}"
-  setsid "$@" >>"${LOGS}/${name}.log" 2>&1 </dev/null &
+  setsid "$@" >>"${LOGS}/${name}.log" 2>&1 </dev/null 9>&- &
   echo $! >"${PIDS}/${name}.pid"
   printf '%s' "$1" >"${PIDS}/${name}.cmd"
 }
