@@ -42,7 +42,7 @@ log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---- process bookkeeping -------------------------------------------------------------------
-pid_of() { [[ -f "${PIDS}/$1.pid" ]] && cat "${PIDS}/$1.pid" || true; }
+pid_of() { if [[ -f "${PIDS}/$1.pid" ]]; then cat "${PIDS}/$1.pid"; fi; }
 
 # alive NAME: the recorded pid exists and still runs the binary we started (guards against
 # pid reuse after a reboot or a crash)
@@ -112,11 +112,7 @@ apiserver_ready() {
   [[ -f "${KUBECONFIG_ADMIN}" ]] && kc get --raw=/readyz --request-timeout=5s >/dev/null 2>&1
 }
 
-# https GET on loopback with the cluster CA and admin client cert (for component /healthz)
-https_ok() {
-  curl -fsS --max-time 5 --cacert "${PKI}/ca.crt" --cert "${PKI}/admin.crt" --key "${PKI}/admin.key" \
-    "$1" >/dev/null 2>&1
-}
+# /healthz of kube-controller-manager and kube-scheduler (self-signed serving certs, loopback)
 https_ok_insecure() { curl -fsSk --max-time 5 "$1" >/dev/null 2>&1; }
 
 etcd_healthy() {
@@ -132,8 +128,15 @@ is_up() {
   apiserver_ready
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+# free_ports N: N distinct free TCP ports on 127.0.0.1 (all bound at once, then released)
+free_ports() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
 }
 
 # ---- PKI ------------------------------------------------------------------------------------
@@ -425,7 +428,11 @@ preflight() {
   command -v curl >/dev/null || die "curl is required (apt-get install curl)"
 }
 
-load_env() { [[ -f "${STATE}/cluster.env" ]] && source "${STATE}/cluster.env"; }
+load_env() {
+  [[ -f "${STATE}/cluster.env" ]] || return 1
+  # shellcheck source=/dev/null
+  source "${STATE}/cluster.env"
+}
 
 cmd_up() {
   preflight
@@ -445,8 +452,7 @@ cmd_up() {
   UP_DONE=0
   trap 'on_up_exit' EXIT
 
-  ETCD_PORT="$(free_port)"; ETCD_PEER_PORT="$(free_port)"; API_PORT="$(free_port)"
-  KCM_PORT="$(free_port)"; SCHED_PORT="$(free_port)"; KWOK_PORT="$(free_port)"
+  read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT <<<"$(free_ports 6)"
   ETCD_ENDPOINT="https://127.0.0.1:${ETCD_PORT}"
   cat >"${STATE}/cluster.env" <<EOF
 # written by hack/cluster.sh up
