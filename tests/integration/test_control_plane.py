@@ -228,6 +228,42 @@ def test_job_completes(namespace: str, k8s: Any) -> None:
     assert not done.status.failed
 
 
+def _job(name: str, annotations: dict[str, str]) -> client.V1Job:
+    return client.V1Job(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1JobSpec(
+            backoff_limit=0,
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(annotations=annotations),
+                spec=client.V1PodSpec(restart_policy="Never", containers=[_restricted_container()]),
+            ),
+        ),
+    )
+
+
+def test_kwok_annotations_fail_or_delay_job_pods(namespace: str, k8s: Any) -> None:
+    batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
+    batch.create_namespaced_job(namespace, _job("fails", {"kwok.secureai.dev/exit-code": "3"}))
+    batch.create_namespaced_job(namespace, _job("slow", {"kwok.secureai.dev/complete-after": "3s"}))
+
+    def condition(job: str, kind: str) -> Any:
+        j = batch.read_namespaced_job_status(job, namespace)
+        return any(c.type == kind and c.status == "True" for c in j.status.conditions or [])
+
+    wait_for(lambda: condition("fails", "Failed"), timeout=60, description="Job fails Failed")
+    wait_for(lambda: condition("slow", "Complete"), timeout=60, description="Job slow Complete")
+
+    def terminated(job: str) -> Any:
+        (pod,) = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+        return pod.status.phase, pod.status.container_statuses[0].state.terminated
+
+    phase, state = terminated("fails")
+    assert (phase, state.exit_code) == ("Failed", 3)
+    phase, state = terminated("slow")
+    assert (phase, state.exit_code) == ("Succeeded", 0)
+    assert (state.finished_at - state.started_at).total_seconds() >= 3
+
+
 # ---- (7) garbage collection --------------------------------------------------------------------
 def test_deleting_owner_garbage_collects_dependents(namespace: str, k8s: Any) -> None:
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
