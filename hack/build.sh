@@ -50,6 +50,16 @@ fi
 command -v go >/dev/null || { echo "go is required (>= 1.26.0)" >&2; exit 1; }
 
 mkdir -p "${BINDIR}" "${KEYDIR}/src"
+# one build per cache key at a time; whoever waited finds the work done
+exec 8>>"${KEYDIR}/.build.lock"
+if ! flock -n 8; then
+  log "another hack/build.sh is building ${KEY}; waiting"
+  flock 8
+fi
+if [[ ${force} -eq 0 ]] && complete; then
+  log "toolchain up to date: ${BINDIR}"
+  exit 0
+fi
 rm -f "${STAMP}"
 # one build at a time, two compile jobs: the machine has 2 cores
 export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-buildvcs=false"
