@@ -7,7 +7,7 @@
 #   hack/build.sh --force         rebuild even if the stamp is present
 #
 # Everything comes through `go` (the Go module proxy); nothing else is downloaded.
-# Cache: ${SECUREAI_CACHE:-$HOME/.cache/secureai}/<key>/{bin,src,build.log}
+# Cache: ${SECUREAI_CACHE:-$HOME/.cache/secureai}/<key>/{bin,src,build-times.log}
 set -euo pipefail
 
 # ---- pinned versions -------------------------------------------------------------------
@@ -201,8 +201,12 @@ phase() {
     if [[ ${ok} -eq 1 ]]; then log "${name}: up to date"; return 0; fi
   fi
   rm -f "${BINDIR}/.stamp-${name}"
+  local t0=${SECONDS}
   "build_${name}"
   echo "${KEY}" >"${BINDIR}/.stamp-${name}"
+  # measured build times, kept next to the binaries (see docs/development.md)
+  printf '%s %s %ss go=%s nproc=%s\n' "$(date -u +%FT%TZ)" "${name}" "$((SECONDS - t0))" \
+    "$(go env GOVERSION)" "$(nproc)" >>"${KEYDIR}/build-times.log"
 }
 
 phase k8s etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubectl
