@@ -50,6 +50,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "admissionPolicies": {
             "imagePolicy": {"enabled": False},
             "protectChildren": {"enabled": False},
+            "confineOperator": {"enabled": False},
         },
         "argocd": {"syncWaves": False},
         "rbac": {"aggregateToDefaultRoles": False},
@@ -279,6 +280,8 @@ def test_operator_rights_are_exactly_what_the_code_uses() -> None:
         ("secureai.dev", "secureinferenceservices"): {"get", "list", "watch"},
         ("secureai.dev", "securetrainingjobs/status"): {"patch"},
         ("secureai.dev", "secureinferenceservices/status"): {"patch"},
+        ("secureai.dev", "securetrainingjobs/finalizers"): {"update"},
+        ("secureai.dev", "secureinferenceservices/finalizers"): {"update"},
         **{("", r): rw for r in ("serviceaccounts", "services", "configmaps", "secrets")},
         ("", "persistentvolumeclaims"): rw,
         ("apps", "deployments"): rw,
@@ -288,8 +291,8 @@ def test_operator_rights_are_exactly_what_the_code_uses() -> None:
         ("", "events"): {"create"},
         ("", "namespaces"): {"list", "watch", "patch"},
         ("", "persistentvolumes"): {"get"},
-        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+        ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"},
     }
     assert _operator_rules(rendered()) == expected
     # nothing that would let it grant itself more
@@ -489,12 +492,65 @@ def test_child_protection_exempts_the_operator_and_controllers_only() -> None:
     assert binding["spec"]["matchResources"]["namespaceSelector"] == {"matchLabels": {"team": "ml"}}
 
 
+def _vap(docs: list[dict[str, Any]], part: str) -> dict[str, Any]:
+    return next(
+        d
+        for d in by_kind(docs, "ValidatingAdmissionPolicy")
+        if d["metadata"]["name"].endswith(part)
+    )
+
+
+def test_operator_confinement_matches_only_the_operator_and_its_writable_kinds() -> None:
+    docs = rendered()
+    vap = _vap(docs, "-confine-operator")
+    (condition,) = vap["spec"]["matchConditions"]
+    user = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-secureai-operator"
+    assert condition["expression"] == f"request.userInfo.username == '{user}'"
+    rules = vap["spec"]["matchConstraints"]["resourceRules"]
+    covered = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    writable = {
+        (g, r)
+        for (g, r), verbs in _operator_rules(docs).items()
+        if verbs & {"create", "update", "patch", "delete"}
+        and g not in ("secureai.dev", "kopf.dev")
+        and r != "events"
+    }
+    assert covered == writable
+    variables = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}
+    assert json.loads(variables["protectedNamespaces"]) == [
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+    ]
+    assert f"request.namespace == '{NAMESPACE}'" in variables["caObject"]
+    assert variables["foreignPolicyRemoval"] == "false"
+    proc = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--show-only",
+        "templates/admission-confine-operator.yaml",
+        values={"policy": {"foreignNetworkPolicy": "remove"}},
+    )
+    assert proc.returncode == 0, proc.stderr
+    removing = next(d for d in yaml.safe_load_all(proc.stdout) if d)
+    variables = {v["name"]: v["expression"] for v in removing["spec"]["variables"]}
+    assert "networkpolicies" in variables["foreignPolicyRemoval"]
+    binding = next(
+        d
+        for d in by_kind(docs, "ValidatingAdmissionPolicyBinding")
+        if d["metadata"]["name"].endswith("-confine-operator")
+    )
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"]  # every namespace
+
+
 def test_admission_policies_can_be_switched_off() -> None:
     kinds = {d["kind"] for d in rendered("minimal")}
     assert (
         "ValidatingAdmissionPolicy" not in kinds and "ValidatingAdmissionPolicyBinding" not in kinds
     )
-    assert len(by_kind(rendered(), "ValidatingAdmissionPolicy")) == 2
+    assert len(by_kind(rendered(), "ValidatingAdmissionPolicy")) == 3
 
 
 # --- 6. Argo CD health checks ----------------------------------------------------------------
