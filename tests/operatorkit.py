@@ -108,6 +108,7 @@ class OperatorProcess:
     policy_file: Path
     log_file: Path
     env_extra: dict[str, str] = field(default_factory=dict)
+    namespaces: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     health_port: int = 0
     metrics_port: int = 0
@@ -134,6 +135,7 @@ class OperatorProcess:
                 str(self.health_port),
                 "--metrics-port",
                 str(self.metrics_port),
+                *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
             ],
             env=env,
             stdout=log,
@@ -186,13 +188,19 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+TEST_NAMESPACES = ("t-*",)
+
+
+@pytest.fixture(scope="module")
 def operator(
     cluster: Cluster, crds: None, policy_file: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
+    """One operator per test module, watching only test namespaces (`t-*`)."""
     folder = tmp_path_factory.mktemp("operator")
     kubeconfig = operator_kubeconfig(cluster, folder / "kubeconfig")
-    process = OperatorProcess(cluster, kubeconfig, policy_file, folder / "operator.log").start()
+    process = OperatorProcess(
+        cluster, kubeconfig, policy_file, folder / "operator.log", namespaces=TEST_NAMESPACES
+    ).start()
     yield process
     process.stop()
 

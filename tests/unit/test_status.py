@@ -122,3 +122,17 @@ def test_rejected_status_keeps_other_conditions() -> None:
     assert status["phase"] == "Rejected"
     assert cond(status, "Ready")["reason"] == "Rejected"
     assert cond(status, "Isolated")["lastTransitionTime"] == T0
+
+
+def test_missing_children_keep_the_workload_not_ready() -> None:
+    cr = load("inference-cpu.yaml")
+    key = ("Deployment", cr.metadata.name)
+    available = {
+        "metadata": {"generation": 1},
+        "status": {"observedGeneration": 1, "availableReplicas": 1, "updatedReplicas": 1},
+    }
+    obs = Observed(children={key: available}, missing=("ServiceAccount/embeddings",))
+    status = compute_status(cr, POLICY, obs, None, T0)
+    assert status["phase"] == "Pending"
+    assert cond(status, "Ready")["reason"] == "ChildrenMissing"
+    assert "ServiceAccount/embeddings" in cond(status, "Ready")["message"]

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import kopf
 
-from secureai.controllers.reconciler import NAMESPACE_MARKER, Reconciler
+from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.client import ApiError
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, MANAGED_BY
@@ -30,7 +30,7 @@ def configure_watches(settings: kopf.OperatorSettings) -> None:
             settings.watching.label_selectors[_selector(resource.api_version, resource.plural)] = (
                 managed
             )
-    settings.watching.label_selectors[_selector("v1", "namespaces")] = f"{NAMESPACE_MARKER}=true"
+    # Namespaces stay unfiltered: kopf's own namespace discovery shares this watch.
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
@@ -44,7 +44,10 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         try:
             await reconciler.reconcile(entry)
             retries.pop(key, None)
-        except ApiError:
+        except ApiError as exc:
+            if exc.status == 403 and "being terminated" in exc.message:
+                retries.pop(key, None)
+                return
             attempt = retries.get(key, 0)
             retries[key] = attempt + 1
             delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]

@@ -227,6 +227,7 @@ class Reconciler:
         labels = self.state.namespaces.get(entry.namespace, {})
         return Observed(
             children={k: v for k, v in live.items() if k in entry.desired},
+            missing=tuple(f"{k}/{n}" for (k, n) in sorted(entry.desired) if (k, n) not in live),
             foreign_policies=tuple(sorted(entry.foreign)),
             namespace_labelled=all(labels.get(k) == v for k, v in PSS_LABELS.items()),
             tls_not_after=entry.tls_not_after,

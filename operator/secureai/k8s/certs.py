@@ -120,8 +120,8 @@ class CertificateAuthority:
                 same_names = sorted(crypto.cert_dns_names(cert)) == sorted(dns_names)
                 if fresh and same_names:
                     return dict(data), crypto.cert_expiry(cert)
-            except (crypto.CAError, ValueError):
-                log.info("serving certificate does not verify; issuing a new one")
+            except (crypto.CAError, ValueError) as exc:
+                log.info("serving certificate does not verify (%s); issuing a new one", exc)
         issued = crypto.issue_serving_cert(ca, dns_names, now, lifetime)
         return (
             {

@@ -6,6 +6,7 @@ Credentials come from the kubeconfig or the in-cluster service account (loaded b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -22,6 +23,8 @@ from secureai.k8s.resources import CHILD_RESOURCES, NAMESPACE, Resource, resourc
 FIELD_MANAGER = "secureai"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
+TRANSPORT_RETRIES = 5
+TRANSPORT_BACKOFF = 0.2
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
 
 

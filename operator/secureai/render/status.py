@@ -14,6 +14,7 @@ class Observed:
     """What the controller saw of a workload's world."""
 
     children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
     foreign_policies: tuple[str, ...] = ()
     namespace_labelled: bool = True
     tls_not_after: str | None = None
@@ -103,6 +104,9 @@ def compute_status(
     gen = cr.metadata.generation
     prev = {c["type"]: c for c in (previous or {}).get("conditions") or []}
     phase, ready, reason, message, scheduled = _readiness(cr, obs)
+    if obs.missing and phase not in ("Succeeded", "Failed"):
+        phase, ready, reason = "Pending", "False", "ChildrenMissing"
+        message = "not yet applied: " + ", ".join(obs.missing)
     gpu = cr.spec.gpu
     workers = cr.spec.workers if isinstance(cr, SecureTrainingJob) else cr.spec.replicas
     conditions = [_condition(prev, "Ready", ready, reason, message, gen, now)]
