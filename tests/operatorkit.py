@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
@@ -141,6 +142,7 @@ class OperatorProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        atexit.register(self.stop)  # never leave an operator behind, whatever fails
         wait_for(self.ready, timeout=60, description="operator /readyz")
         return self
 

@@ -59,13 +59,15 @@ def test_sigkill_mid_reconcile_converges_without_duplicates_or_orphans(
         crs.append(cr)
     apply_yaml(cluster, crs)
     first = new_operator(cluster, kubeconfig, policy_file, tmp_path).start()
-    wait_for(
-        lambda: any(i["kind"] == "Deployment" for i in managed(cluster, namespace)),
-        timeout=60,
-        interval=0.05,
-        description="the first children",
-    )
-    first.kill()
+    try:
+        wait_for(
+            lambda: any(i["kind"] == "Deployment" for i in managed(cluster, namespace)),
+            timeout=60,
+            interval=0.05,
+            description="the first children",
+        )
+    finally:
+        first.kill()
     second = new_operator(cluster, kubeconfig, policy_file, tmp_path).start()
     try:
         for cr in crs:
@@ -127,10 +129,12 @@ def served(
     cr = example("inference-cpu.yaml", namespace)
     model_prereqs(cluster, namespace, [cr["spec"]["model"]["claimName"]])
     process = new_operator(cluster, kubeconfig, policy_file, tmp_path).start()
-    apply_yaml(cluster, cr)
-    wait_ready(cluster, "sis", namespace, cr["metadata"]["name"], timeout=90)
-    yield cr["metadata"]["name"], process
-    process.stop()
+    try:
+        apply_yaml(cluster, cr)
+        wait_ready(cluster, "sis", namespace, cr["metadata"]["name"], timeout=90)
+        yield cr["metadata"]["name"], process
+    finally:
+        process.stop()
 
 
 def test_watches_recover_after_apiserver_restart(
