@@ -129,13 +129,7 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body, separators=(",", ":"))
-        try:
-            async with self._get_session().request(method, url, data=data, headers=headers) as resp:
-                text = await resp.text()
-                status = resp.status
-                reason = resp.reason or ""
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(0, type(exc).__name__, str(exc) or "transport error") from exc
+        status, reason, text = await self._send(method, url, data, headers)
         if status in allow:
             return {}
         if status >= 400:
@@ -149,6 +143,24 @@ class KubeClient:
             raise ApiError(status, reason, message)
         result: dict[str, Any] = json.loads(text) if text else {}
         return result
+
+    async def _send(
+        self, method: str, url: str, data: str | None, headers: dict[str, str]
+    ) -> tuple[int, str, str]:
+        for attempt in range(TRANSPORT_RETRIES + 1):
+            try:
+                async with self._get_session().request(
+                    method, url, data=data, headers=headers
+                ) as resp:
+                    return resp.status, resp.reason or "", await resp.text()
+            except aiohttp.ClientConnectionError as exc:
+                # A restarted API server drops pooled connections: reconnect and retry.
+                if attempt == TRANSPORT_RETRIES:
+                    raise ApiError(0, type(exc).__name__, str(exc) or "connection lost") from exc
+                await asyncio.sleep(TRANSPORT_BACKOFF * (attempt + 1))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ApiError(0, type(exc).__name__, str(exc) or "timed out") from exc
+        raise AssertionError("unreachable")
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
