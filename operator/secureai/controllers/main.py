@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     kube = KubeClient(load_credentials())
     namespace = os.environ.get("SECUREAI_NAMESPACE", "secureai-system")
-    reconciler = Reconciler(kube, policy, emit, hooks=ClusterHooks(kube, policy, namespace))
+    hooks = ClusterHooks(kube, policy, namespace)
+    reconciler = Reconciler(kube, policy, emit, hooks=hooks)
     registry = kopf.OperatorRegistry()
     register(registry, reconciler)
     ready = asyncio.Event()
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         settings.batching.worker_limit = None
         configure_watches(settings)
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
+        await hooks.ca.ensure()  # the CA exists from the first start on
         await warm_caches(reconciler)
         background.append(asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS)))
         ready.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -45,10 +46,18 @@ class CertificateAuthority:
         self.now = now
         self._ca: crypto.CA | None = None
         self._bundle: bytes = b""
+        self._lock = asyncio.Lock()
 
     async def ensure(self) -> crypto.CA:
+        """Load the CA, creating it once; replicas race safely through create-or-read."""
         if self._ca is not None:
             return self._ca
+        async with self._lock:
+            if self._ca is not None:
+                return self._ca
+            return await self._load_or_create()
+
+    async def _load_or_create(self) -> crypto.CA:
         secret = await self.kube.get("Secret", self.namespace, CA_SECRET)
         if secret is None:
             ca = crypto.generate_ca("secureai internal CA", self.now(), CA_LIFETIME)

@@ -126,6 +126,7 @@ def helper_container(
         "image": policy.operator_image,
         "imagePullPolicy": "IfNotPresent",
         "args": args,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": guaranteed("250m", "256Mi"),
         "securityContext": container_security_context(policy),
         "volumeMounts": mounts,
