@@ -1,0 +1,538 @@
+"""The cluster scenarios of `python -m bench.run`: workloads, tampers and their timings.
+
+Every wait is bounded and event-driven (raw watches, see scenarios_kube); the only timed
+sleeps are the idle measurement window and fixed-cadence samplers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.scenarios_kube import (
+    Api,
+    Key,
+    Obj,
+    Predicate,
+    Tracker,
+    now,
+    path_of,
+    resource_version,
+)
+from secureai.api import Policy, parse_workload
+from secureai.render import render
+
+KIND = "SecureInferenceService"
+RUN_LABEL = "bench.secureai.dev/run"
+PID_ANNOTATION = "bench.secureai.dev/pid"
+FLOOR_LABEL = "bench.secureai.dev/floor"
+IMAGE = (
+    "registry.example.com/ml/server@sha256:"
+    "b3eacd33433b31b5252351032c9b3e7a2e7aa7738d5decdf0dd6c62680853c06"
+)
+MODEL_CLAIM = "bench-model"
+SIGNER = "model-signer"
+CHILD_KINDS = (
+    "ServiceAccount",
+    "NetworkPolicy",
+    "Secret",
+    "ConfigMap",
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+)
+
+
+# --- workloads ---------------------------------------------------------------------------------
+
+
+def workload(
+    ns: str, name: str, run: str, *, replicas: int = 1, guard: bool = False, gpu: bool = False
+) -> Obj:
+    """A small SecureInferenceService: 10m CPU / 16Mi for the server (kwok pods fit by the
+    thousand); the operator's model-verify init container requests 250m / 256Mi per pod."""
+    spec: Obj = {
+        "image": IMAGE,
+        "resources": {"cpu": "10m", "memory": "16Mi"},
+        "replicas": replicas,
+        "port": 8080,
+        "model": {"claimName": MODEL_CLAIM, "signerKeyConfigMap": SIGNER},
+        "network": {"ingress": [{"podSelector": {"app": "client"}}]},
+    }
+    if guard:
+        spec["guard"] = {"enabled": True}
+    if gpu:
+        spec["gpu"] = {"count": 1, "pool": "inference"}
+    return {
+        "apiVersion": "secureai.dev/v1alpha1",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": ns, "labels": {RUN_LABEL: run}},
+        "spec": spec,
+    }
+
+
+def expected_children(doc: Obj, policy: Policy) -> list[Key]:
+    """(kind, namespace, name) of every child the operator renders for ``doc`` (offline)."""
+    body = copy.deepcopy(doc)
+    body["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000"
+    ns = body["metadata"]["namespace"]
+    return [(m["kind"], ns, m["metadata"]["name"]) for m in render(parse_workload(body), policy)]
+
+
+def cr_key(ns: str, name: str) -> Key:
+    return (KIND, ns, name)
+
+
+# --- namespaces --------------------------------------------------------------------------------
+
+
+async def make_namespace(api: Api, name: str, run: str) -> None:
+    await api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {RUN_LABEL: run},
+                "annotations": {PID_ANNOTATION: str(os.getpid())},
+            },
+        }
+    )
+
+
+async def model_prereqs(api: Api, ns: str) -> None:
+    """The model PVC (bound by the local provisioner) and signer ConfigMap the pods mount."""
+    await api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": SIGNER, "namespace": ns},
+            "data": {"signer.pub": base64.b64encode(b"bench").decode()},
+        }
+    )
+    await api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": MODEL_CLAIM, "namespace": ns},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "encrypted-ssd",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+
+
+async def wait_claim_bound(api: Api, ns: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pvc = await api.get(path_of("PersistentVolumeClaim", ns, MODEL_CLAIM))
+        if pvc and (pvc.get("status") or {}).get("phase") == "Bound":
+            return
+        await asyncio.sleep(0.2)  # polling with a deadline
+    raise TimeoutError(f"PVC {ns}/{MODEL_CLAIM} not Bound after {timeout:.0f}s")
+
+
+async def delete_namespaces(api: Api, names: list[str], timeout: float) -> float:
+    """Delete namespaces and wait until they are gone; returns the seconds it took."""
+    start = time.monotonic()
+    for name in names:
+        await api.delete("Namespace", None, name)
+    deadline = start + timeout
+    pending = list(names)
+    while pending and time.monotonic() < deadline:
+        pending = [n for n in pending if await api.get(path_of("Namespace", None, n)) is not None]
+        if pending:
+            await asyncio.sleep(0.5)  # polling with a deadline
+    if pending:
+        raise TimeoutError(f"namespaces still terminating after {timeout:.0f}s: {pending[:5]}")
+    return time.monotonic() - start
+
+
+async def sweep_stale_runs(api: Api, run: str) -> list[str]:
+    """Delete namespaces of earlier benchmark runs whose process is gone (no waiting)."""
+    listed = await api.request("GET", path_of("Namespace"), params={"labelSelector": RUN_LABEL})
+    swept = []
+    for ns in listed.get("items", []):
+        meta = ns["metadata"]
+        if meta.get("labels", {}).get(RUN_LABEL) == run or meta.get("deletionTimestamp"):
+            continue
+        try:
+            os.kill(int((meta.get("annotations") or {}).get(PID_ANNOTATION, "0")), 0)
+            continue  # another benchmark still runs
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        await api.delete("Namespace", None, meta["name"])
+        swept.append(meta["name"])
+    return swept
+
+
+# --- scenario 1: the watch floor ---------------------------------------------------------------
+
+
+@dataclass
+class FloorResult:
+    send_to_event_ms: list[float] = field(default_factory=list)
+    response_to_event_ms: list[float] = field(default_factory=list)
+    write_rtt_ms: list[float] = field(default_factory=list)
+    timeouts: int = 0
+
+
+def _data_is(value: str) -> Predicate:
+    return lambda _t, o: (o.get("data") or {}).get("i") == value
+
+
+async def watch_floor(api: Api, tracker: Tracker, ns: str, writes: int) -> FloorResult:
+    """A plain client patches one ConfigMap; a raw watch (label-selected) sees each write."""
+    name = "floor"
+    await api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "labels": {FLOOR_LABEL: "1"}},
+            "data": {"i": "-1"},
+        }
+    )
+    key: Key = ("ConfigMap", ns, name)
+    out = FloorResult()
+    for i in range(writes):
+        value = str(i)
+        fut = tracker.expect(key, _data_is(value))
+        t_send = now()
+        await api.merge_patch("ConfigMap", ns, name, {"data": {"i": value}})
+        t_resp = now()
+        t_event = await tracker.wait(fut, 5)
+        if t_event is None:
+            out.timeouts += 1
+            continue
+        out.send_to_event_ms.append((t_event - t_send) * 1000)
+        out.response_to_event_ms.append((t_event - t_resp) * 1000)
+        out.write_rtt_ms.append((t_resp - t_send) * 1000)
+    return out
+
+
+# --- scenario 2: drift -> revert ---------------------------------------------------------------
+
+Apply = Callable[[Api, str, str, Obj], Awaitable[tuple[int, Predicate]]]
+
+
+@dataclass(frozen=True)
+class Tamper:
+    name: str
+    kind: str
+    suffix: str  # child name = CR name + suffix
+    apply: Apply
+    needs_guard: bool = False
+
+
+def _alive(etype: str) -> bool:
+    return etype != "DELETED"
+
+
+def _uid(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("uid", ""))
+
+
+async def _deploy_scale(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live["spec"]["replicas"]
+    r = await api.merge_patch("Deployment", ns, name, {"spec": {"replicas": want + 2}})
+    return resource_version(r), lambda t, o: _alive(t) and o["spec"].get("replicas") == want
+
+
+async def _deploy_image(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live["spec"]["template"]["spec"]["containers"][0]["image"]
+    evil = "registry.example.com/evil@sha256:" + "c" * 64
+    path = "/spec/template/spec/containers/0/image"
+    r = await api.json_patch(
+        "Deployment", ns, name, [{"op": "replace", "path": path, "value": evil}]
+    )
+    return resource_version(
+        r
+    ), lambda t, o: _alive(t) and (o["spec"]["template"]["spec"]["containers"][0]["image"] == want)
+
+
+async def _deploy_add_container(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    names = [c["name"] for c in live["spec"]["template"]["spec"]["containers"]]
+    extra = {"name": "miner", "image": "registry.example.com/x@sha256:" + "d" * 64}
+    op = {"op": "add", "path": "/spec/template/spec/containers/-", "value": extra}
+    r = await api.json_patch("Deployment", ns, name, [op])
+    return (
+        resource_version(r),
+        lambda t, o: (
+            _alive(t)
+            and ([c["name"] for c in o["spec"]["template"]["spec"]["containers"]] == names)
+        ),
+    )
+
+
+async def _np_edit_rule(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live["spec"].get("ingress")
+    op = {
+        "op": "replace",
+        "path": "/spec/ingress/0/from/0",
+        "value": {"ipBlock": {"cidr": "0.0.0.0/0"}},
+    }
+    r = await api.json_patch("NetworkPolicy", ns, name, [op])
+    return resource_version(r), lambda t, o: _alive(t) and o["spec"].get("ingress") == want
+
+
+async def _delete(kind: str, api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    old = _uid(live)
+    await api.delete(kind, ns, name)
+    # the re-created object is newer than the deleted one (history may hold older uids)
+    return resource_version(live), lambda t, o: _alive(t) and _uid(o) != old
+
+
+async def _np_delete(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    return await _delete("NetworkPolicy", api, ns, name, live)
+
+
+async def _svc_delete(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    return await _delete("Service", api, ns, name, live)
+
+
+async def _sa_automount(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live.get("automountServiceAccountToken")
+    r = await api.merge_patch("ServiceAccount", ns, name, {"automountServiceAccountToken": True})
+    return resource_version(
+        r
+    ), lambda t, o: _alive(t) and (o.get("automountServiceAccountToken") == want)
+
+
+async def _svc_selector(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live["spec"].get("selector")
+    op = {"op": "replace", "path": "/spec/selector/secureai.dev~1workload", "value": "evil"}
+    r = await api.json_patch("Service", ns, name, [op])
+    return resource_version(r), lambda t, o: _alive(t) and o["spec"].get("selector") == want
+
+
+async def _secret_data(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = (live.get("data") or {}).get("tls.crt")
+    bad = base64.b64encode(b"tampered").decode()
+    r = await api.merge_patch("Secret", ns, name, {"data": {"tls.crt": bad}})
+    return resource_version(
+        r
+    ), lambda t, o: _alive(t) and ((o.get("data") or {}).get("tls.crt") == want)
+
+
+async def _cm_data(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live.get("data") or {}
+    key = sorted(want)[0]
+    r = await api.merge_patch("ConfigMap", ns, name, {"data": {key: "{}"}})
+    return resource_version(r), lambda t, o: _alive(t) and (o.get("data") or {}) == want
+
+
+async def _pdb_edit(api: Api, ns: str, name: str, live: Obj) -> tuple[int, Predicate]:
+    want = live["spec"].get("maxUnavailable")
+    r = await api.merge_patch("PodDisruptionBudget", ns, name, {"spec": {"maxUnavailable": 5}})
+    return resource_version(r), lambda t, o: _alive(t) and o["spec"].get("maxUnavailable") == want
+
+
+TAMPERS = (
+    Tamper("deployment-scale", "Deployment", "", _deploy_scale),
+    Tamper("networkpolicy-edit-rule", "NetworkPolicy", "-allow", _np_edit_rule),
+    Tamper("serviceaccount-automount", "ServiceAccount", "", _sa_automount),
+    Tamper("service-delete", "Service", "", _svc_delete),
+    Tamper("deployment-image", "Deployment", "", _deploy_image),
+    Tamper("secret-data", "Secret", "-tls", _secret_data),
+    Tamper("configmap-data", "ConfigMap", "-guard", _cm_data, needs_guard=True),
+    Tamper("networkpolicy-delete", "NetworkPolicy", "-default-deny", _np_delete),
+    Tamper("service-selector", "Service", "", _svc_selector),
+    Tamper("pdb-edit", "PodDisruptionBudget", "", _pdb_edit, needs_guard=True),
+    Tamper("deployment-add-container", "Deployment", "", _deploy_add_container),
+)
+SCALE_TAMPERS = tuple(t for t in TAMPERS if not t.needs_guard)
+
+
+@dataclass
+class DriftSample:
+    tamper: str
+    kind: str
+    ms: float | None  # None: not reverted within the timeout
+    status_ms: float | None  # until the CR's status counted the revert
+
+
+def reverts_total(obj: Obj | None) -> int:
+    return int((((obj or {}).get("status") or {}).get("drift") or {}).get("revertsTotal") or 0)
+
+
+def _counted_past(before: int) -> Predicate:
+    return lambda _t, o: reverts_total(o) > before
+
+
+async def _live(api: Api, kind: str, ns: str, name: str, timeout: float) -> Obj:
+    """The child as it is now (waiting, bounded, for one that a previous tamper deleted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = await api.get(path_of(kind, ns, name))
+        if obj is not None:
+            return obj
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{kind} {ns}/{name} missing for {timeout:.0f}s")
+        await asyncio.sleep(0.1)  # polling with a deadline
+
+
+async def drift(
+    api: Api,
+    tracker: Tracker,
+    targets: list[tuple[str, str, bool]],  # (namespace, CR name, has guard + PDB)
+    count: int,
+    timeout: float,
+    tampers: tuple[Tamper, ...] = TAMPERS,
+) -> list[DriftSample]:
+    """``count`` tampers, one at a time, rotating over tamper types and CRs."""
+    samples: list[DriftSample] = []
+    for i in range(count):
+        tamper = tampers[i % len(tampers)]
+        pool = [t for t in targets if t[2]] if tamper.needs_guard else targets
+        ns, cr, _ = pool[(i // len(tampers)) % len(pool)]
+        child = cr + tamper.suffix
+        live = await _live(api, tamper.kind, ns, child, timeout)
+        before = reverts_total(tracker.workloads.get(cr_key(ns, cr)))
+        counted = tracker.expect(cr_key(ns, cr), _counted_past(before))
+        min_rv, restored = await tamper.apply(api, ns, child, live)
+        t0 = now()
+        back = await tracker.wait(
+            tracker.expect((tamper.kind, ns, child), restored, min_rv), timeout
+        )
+        status = None if back is None else await tracker.wait(counted, timeout)
+        samples.append(
+            DriftSample(
+                tamper.name,
+                tamper.kind,
+                None if back is None else (back - t0) * 1000,
+                None if status is None else (status - t0) * 1000,
+            )
+        )
+    return samples
+
+
+# --- scenario 3: create -> applied, create -> Ready (sequential) -------------------------------
+
+
+@dataclass
+class CreateResult:
+    applied_ms: list[float] = field(default_factory=list)
+    ready_ms: list[float] = field(default_factory=list)
+    timeouts: int = 0
+
+
+async def sequential_creates(
+    api: Api,
+    tracker: Tracker,
+    policy: Policy,
+    ns: str,
+    run: str,
+    count: int,
+    timeout: float,
+    gpu_every: int,
+) -> CreateResult:
+    out = CreateResult()
+    for i in range(count):
+        doc = workload(ns, f"seq-{i}", run, gpu=i % gpu_every == gpu_every // 2)
+        applied = tracker.when_seen(expected_children(doc, policy))
+        ready = tracker.when_ready(cr_key(ns, doc["metadata"]["name"]))
+        await api.create(doc)
+        t0 = now()
+        t_applied = await tracker.wait(applied, timeout)
+        t_ready = await tracker.wait(ready, timeout)
+        if t_applied is None or t_ready is None:
+            out.timeouts += 1
+            continue
+        out.applied_ms.append((t_applied - t0) * 1000)
+        out.ready_ms.append((t_ready - t0) * 1000)
+    return out
+
+
+# --- scenario 4: burst -------------------------------------------------------------------------
+
+
+@dataclass
+class BurstResult:
+    count: int
+    created_s: float | None = None
+    applied_s: float | None = None
+    ready_s: float | None = None
+    ready: int = 0
+    timeline: list[dict[str, float]] = field(default_factory=list)
+
+
+async def burst(
+    api: Api,
+    tracker: Tracker,
+    docs: list[Obj],
+    policy: Policy,
+    *,
+    concurrency: int,
+    timeout: float,
+    sample: Callable[[], dict[str, float]],
+) -> BurstResult:
+    """Create every CR at once (``concurrency`` requests in flight) and wait for all Ready."""
+    out = BurstResult(len(docs))
+    keys = [cr_key(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs]
+    children = [k for d in docs for k in expected_children(d, policy)]
+    ready_futs = [tracker.when_ready(k) for k in keys]
+    applied_fut = tracker.when_seen(children)
+    gate = asyncio.Semaphore(concurrency)
+    t0 = now()
+
+    async def create(doc: Obj) -> None:
+        async with gate:
+            await api.create(doc)
+
+    async def sampler() -> None:
+        while True:
+            point = {"t": round(now() - t0, 2), "ready": sum(f.done() for f in ready_futs)}
+            point.update(sample())
+            out.timeline.append(point)
+            await asyncio.sleep(1.0)  # fixed sampling cadence
+
+    task = asyncio.create_task(sampler())
+    try:
+        await asyncio.gather(*(create(d) for d in docs))
+        out.created_s = now() - t0
+        remaining = max(timeout - (now() - t0), 1.0)
+        all_ready = asyncio.gather(*ready_futs)
+        done, _ = await asyncio.wait([all_ready], timeout=remaining)
+        out.ready = sum(f.done() for f in ready_futs)
+        if done:
+            out.ready_s = max(f.result() for f in ready_futs) - t0
+        else:
+            all_ready.cancel()
+        if applied_fut.done():
+            out.applied_s = applied_fut.result() - t0
+    finally:
+        task.cancel()
+        point = {"t": round(now() - t0, 2), "ready": sum(f.done() for f in ready_futs)}
+        point.update(sample())
+        out.timeline.append(point)
+    return out
+
+
+# --- operator metrics --------------------------------------------------------------------------
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of every sample of one metric family (all label sets) in Prometheus text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+    return total
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=str)
