@@ -36,7 +36,7 @@ crds-check: $(STAMP)
 toolchain:
 	hack/build.sh
 
-cluster: toolchain
+cluster: $(STAMP) toolchain
 	hack/cluster.sh up
 
 down:
