@@ -466,7 +466,7 @@ def test_child_protection_exempts_the_operator_and_controllers_only() -> None:
     children = {(g, r) for (g, r), verbs in _operator_rules(docs).items() if "delete" in verbs}
     assert covered == children
     for rule in constraints["resourceRules"]:
-        assert rule["operations"] == ["UPDATE", "DELETE"]
+        assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
     binding = next(
         d
         for d in by_kind(docs, "ValidatingAdmissionPolicyBinding")

@@ -844,8 +844,8 @@ def test_direct_edits_of_children_are_denied(
     ns, name = namespaces.protected, "chat-llm"
     vap = f"ValidatingAdmissionPolicy '{release.fullname}-protect-children'"
     message = (
-        f"is managed by secureai (app.kubernetes.io/managed-by=secureai) and may be changed only "
-        f"by the operator; change SecureInferenceService/{name} instead"
+        "is managed by secureai (app.kubernetes.io/managed-by=secureai) and may be created or "
+        f"changed only by the operator; change SecureInferenceService/{name} instead"
     )
     patch = json.dumps([{"op": "replace", "path": "/spec/replicas", "value": 5}])
     err = refused(
@@ -886,6 +886,20 @@ def test_direct_edits_of_children_are_denied(
     )  # fmt: skip
     assert vap in err
     assert cluster.kubectl_json("get", "deployment", name, "-n", ns)["spec"]["replicas"] == 2
+    # nor can anyone forge a "child": a permissive NetworkPolicy carrying the operator's labels
+    # would pass for one of its own instead of being reported as foreign
+    forged = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "allow-all",
+            "namespace": ns,
+            "labels": {MANAGED: "secureai", "secureai.dev/workload": name},
+        },
+        "spec": {"podSelector": {}, "ingress": [{}], "policyTypes": ["Ingress"]},
+    }
+    err = refused(cluster.kubectl("create", "-f", "-", input=json.dumps(forged), check=False))
+    assert vap in err and f"NetworkPolicy {ns}/allow-all {message.partition(';')[0]}" in err
 
 
 def test_the_operator_and_the_cluster_controllers_still_change_children(
