@@ -1,15 +1,16 @@
 """Issue 6 on the real control plane: the Helm chart installs into a PSS-restricted namespace,
-the operator runs with exactly the chart's RBAC, the admission policies refuse bad specs and
-direct edits of children, specs are never mutated, and kubectl shows columns and descriptions.
+the operator runs with exactly the chart's RBAC, the admission policies refuse bad specs, direct
+edits of children and the operator's own writes outside what it owns, specs are never mutated,
+and kubectl shows columns and descriptions.
 
-Isolation from the other modules sharing the cluster: a unique release and namespaces; both
-admission policies are bound only to this module's namespaces (namespaceSelector values); the
-releases (with their policies and bindings) are uninstalled at the end.
+Isolation from the other modules sharing the cluster: a unique release and namespaces; policies
+(a) and (b) are bound only to this module's namespaces (namespaceSelector values), policy (c)
+matches only this release's ServiceAccount; the operator processes watch only this module's
+namespaces; the releases (with their policies and bindings) are uninstalled at the end.
 
-The operator process runs the command line of the chart's Deployment (`run --policy ...
---peering ...`), with a kubeconfig holding a TokenRequest token of the chart's ServiceAccount
-and nothing else: no extra binding is created for it.
-"""
+The operator process runs the command line of the chart's Deployment, with a kubeconfig holding
+a TokenRequest token of the chart's ServiceAccount and nothing else: no extra binding is created
+for it."""
 
 from __future__ import annotations
 
