@@ -40,7 +40,7 @@ cluster: $(STAMP) toolchain
 	hack/cluster.sh up
 
 down:
-	@if [ -f .cluster/operator.pid ]; then kill "$$(cat .cluster/operator.pid)" 2>/dev/null || true; rm -f .cluster/operator.pid; fi
+	@state="$${SECUREAI_CLUSTER_DIR:-.cluster}"; if [ -f "$$state/operator.pid" ]; then kill "$$(cat "$$state/operator.pid")" 2>/dev/null || true; rm -f "$$state/operator.pid"; fi
 	hack/cluster.sh down
 
 demo: $(STAMP) cluster

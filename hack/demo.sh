@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-STATE=$ROOT/.cluster
+STATE=${SECUREAI_CLUSTER_DIR:-$ROOT/.cluster}
 BIN=$(hack/build.sh --print-bindir)
 export KUBECONFIG=$STATE/kubeconfig
 export PATH=$BIN:$PATH
@@ -35,7 +35,7 @@ kubectl -n ml-serving create configmap model-signer --from-literal=signer.pub=de
 kubectl -n ml-team create secret generic wandb-credentials --from-literal=key=demo \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-say "Operator (logs: .cluster/logs/operator.log)"
+say "Operator (logs: $STATE/logs/operator.log)"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   echo "already running (pid $(cat "$STATE/operator.pid"))"
 else
