@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from secureai import __version__
 from secureai.api import Policy, Workload, parse_workload
 from secureai.api.crd import all_crds
+from secureai.api.errors import one_line
 from secureai.cli.crypto_cmds import add_dataset_parser, add_model_parser
 from secureai.cli.guard_cmd import add_guard_parser
 from secureai.render import PolicyViolation, render, to_yaml
@@ -23,18 +24,6 @@ EXIT_USAGE = 2
 
 class InputError(Exception):
     """Bad user input; the message is one line."""
-
-
-def one_line(exc: ValidationError) -> str:
-    """A pydantic error as `field.path[0].name: reason; ...`."""
-    parts = []
-    for err in exc.errors():
-        path = ""
-        for loc in err["loc"]:
-            path += f"[{loc}]" if isinstance(loc, int) else (f".{loc}" if path else str(loc))
-        msg = err["msg"].replace("\n", " ")
-        parts.append(f"{path or '(document)'}: {msg}")
-    return "; ".join(parts)
 
 
 def load_documents(path: str) -> list[dict[str, Any]]:

@@ -14,11 +14,12 @@ import kopf
 from pydantic import ValidationError
 
 from secureai.api import Policy
+from secureai.api.errors import one_line
 from secureai.controllers import metrics
 from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
-from secureai.controllers.reconciler import Reconciler, one_line
+from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.client import ApiError, KubeClient, load_credentials
 from secureai.k8s.resources import CHILD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, MANAGED_BY

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from secureai.api import Policy, parse_workload
+from secureai.api.errors import one_line
 from secureai.controllers import metrics
 from secureai.controllers.state import (
     ChildKey,
@@ -57,16 +58,6 @@ class Hooks(Protocol):
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def one_line(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        path = ""
-        for loc in err["loc"]:
-            path += f"[{loc}]" if isinstance(loc, int) else (f".{loc}" if path else str(loc))
-        parts.append(f"{path}: {err['msg']}")
-    return "; ".join(parts)
 
 
 class Reconciler:
