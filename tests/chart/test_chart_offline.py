@@ -673,7 +673,7 @@ def test_argocd_cm_example_carries_the_shipped_health_checks() -> None:
         key = f"resource.customizations.health.secureai.dev_{kind}"
         assert cm["data"][key] == (CHART / "argocd" / f"{kind.lower()}-health.lua").read_text()
     assert not [k for k in cm["data"] if "ignoreDifferences" in k]
-    # children carry app.kubernetes.io/instance=<workload>: Argo CD must track by annotation
+    # annotation tracking: label tracking would claim any resource labelled with an app's name
     assert cm["data"]["application.resourceTrackingMethod"] == "annotation"
 
 

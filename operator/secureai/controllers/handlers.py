@@ -82,12 +82,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.event("networking.k8s.io/v1", "networkpolicies", registry=registry)
     async def on_network_policy(event: kopf.RawEvent, **_: Any) -> None:
         body = cast(dict[str, Any], event["object"])
-        deleted = event.get("type") == "DELETED"
-        labels = body.get("metadata", {}).get("labels") or {}
-        if labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
-            await reconciler.on_child(body, deleted=deleted)
-        else:
-            await reconciler.on_network_policy(body, deleted=deleted)
+        await reconciler.on_watch_event(body, deleted=event.get("type") == "DELETED")
 
     @kopf.on.event("v1", "namespaces", registry=registry)
     async def on_namespace(event: kopf.RawEvent, **_: Any) -> None:

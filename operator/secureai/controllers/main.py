@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import os
+import secrets
 import sys
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 from secureai.api import Policy
 from secureai.api.errors import one_line
 from secureai.controllers import metrics
+from secureai.controllers.events import EventRecorder
 from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
@@ -29,14 +32,6 @@ log = logging.getLogger("secureai")
 RESYNC_SECONDS = float(os.environ.get("SECUREAI_RESYNC_SECONDS", "60"))
 
 
-def emit(body: dict[str, Any], type: str, reason: str, message: str) -> None:
-    """An Event on the workload, posted asynchronously by kopf."""
-    try:
-        kopf.event(cast(Any, body), type=type, reason=reason, message=message)
-    except LookupError:
-        log.info("event %s %s: %s", type, reason, message)
-
-
 def load_policy(path: str | None) -> Policy:
     path = path or os.environ.get("SECUREAI_POLICY_FILE")
     if not path:
@@ -45,21 +40,29 @@ def load_policy(path: str | None) -> Policy:
     return Policy.from_yaml(path)
 
 
-async def warm_caches(reconciler: Reconciler) -> None:
-    """List children once so that a restart re-applies nothing that is already right."""
-    managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-    for kind in CHILD_RESOURCES:
-        for body in await reconciler.kube.list(kind, label_selector=managed):
-            body.setdefault("kind", kind)
-            reconciler.state.remember_child(body)
-    for body in await reconciler.kube.list("NetworkPolicy"):
-        body.setdefault("kind", "NetworkPolicy")
-        if (body["metadata"].get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
-            await reconciler.on_network_policy(body, deleted=False)
+async def warm_caches(reconciler: Reconciler, patterns: list[str] | None) -> None:
+    """List children once so that a restart re-applies nothing that is already right.
+
+    With watched namespaces, list in each of them only (the RBAC may be namespaced).
+    """
     for body in await reconciler.kube.list("Namespace"):
         reconciler.state.namespaces[body["metadata"]["name"]] = dict(
             body["metadata"].get("labels") or {}
         )
+    scopes: list[str | None] = [None]
+    if patterns:
+        scopes = [
+            ns
+            for ns in sorted(reconciler.state.namespaces)
+            if any(fnmatch.fnmatchcase(ns, p) for p in patterns)
+        ]
+    managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    for scope in scopes:
+        for kind in CHILD_RESOURCES:
+            selector = None if kind == "NetworkPolicy" else managed
+            for body in await reconciler.kube.list(kind, scope, label_selector=selector):
+                body.setdefault("kind", kind)
+                await reconciler.on_watch_event(body, deleted=False)
 
 
 async def resync_forever(reconciler: Reconciler, period: float) -> None:
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     kube = KubeClient(load_credentials())
     namespace = os.environ.get("SECUREAI_NAMESPACE", "secureai-system")
     hooks = ClusterHooks(kube, policy, namespace)
-    reconciler = Reconciler(kube, policy, emit, hooks=hooks)
+    events = EventRecorder(kube)
+    reconciler = Reconciler(kube, policy, events, hooks=hooks)
     registry = kopf.OperatorRegistry()
     register(registry, reconciler)
     ready = asyncio.Event()
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         configure_watches(settings)
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
         await hooks.ca.ensure()  # the CA exists from the first start on
-        await warm_caches(reconciler)
+        await warm_caches(reconciler, args.namespace)
         background.append(asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS)))
         ready.set()
 
@@ -120,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await events.drain()
         await kube.close()
 
     kopf.run(
@@ -128,5 +133,7 @@ def run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or (),
         standalone=args.peering is None,
         peering_name=args.peering,
+        # Replicas need distinct priorities: with equal ones kopf pauses them all.
+        priority=secrets.randbelow(1_000_000) + 1,
     )
     return 0

@@ -20,13 +20,14 @@ from secureai.controllers.state import (
     State,
     WorkloadKey,
     resource_version,
+    workload_key_of_child,
     workload_key_of_cr,
 )
 from secureai.k8s.client import ApiError, KubeClient
 from secureai.k8s.resources import WORKLOAD_RESOURCES
 from secureai.render import PSS_LABELS, PolicyViolation, render
 from secureai.render.drift import differences, repaired
-from secureai.render.meta import ANNOTATION_RETAINED, selector
+from secureai.render.meta import ANNOTATION_RETAINED, LABEL_MANAGED_BY, MANAGED_BY, selector
 from secureai.render.selectors import widens
 from secureai.render.status import Observed, compute_status, rejected_status
 
@@ -392,6 +393,24 @@ class Reconciler:
         entry.drift_last_change = change[:300]
         log.info("reverted drift of %s in %s: %s", obj, entry.namespace, change)
         self.emit(entry.body, "Warning", "DriftReverted", f"{obj}: {change}"[:1000])
+
+    async def on_watch_event(self, body: dict[str, Any], deleted: bool) -> None:
+        """Route a child-kind event: our children, or a foreign NetworkPolicy.
+
+        A NetworkPolicy labelled as ours that we did not render is foreign (a forgery).
+        """
+        if body["kind"] == "NetworkPolicy" and not self._ours(body):
+            await self.on_network_policy(body, deleted)
+        else:
+            await self.on_child(body, deleted)
+
+    def _ours(self, body: dict[str, Any]) -> bool:
+        labels = body.get("metadata", {}).get("labels") or {}
+        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+            return False
+        key = workload_key_of_child(body)
+        entry = self.state.workloads.get(key) if key is not None else None
+        return entry is None or (body["kind"], body["metadata"]["name"]) in entry.desired
 
     # --- namespaces and foreign network policies --------------------------------------------
 

@@ -235,6 +235,37 @@ class KubeClient:
             content_type=APPLY_CONTENT_TYPE,
         )
 
+    async def post_event(
+        self, regarding: dict[str, Any], type: str, reason: str, message: str, now: str
+    ) -> None:
+        """A core/v1 Event about `regarding` (a workload)."""
+        meta = regarding["metadata"]
+        await self.request(
+            "POST",
+            f"/api/v1/namespaces/{meta['namespace']}/events",
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": regarding["apiVersion"],
+                    "kind": regarding["kind"],
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta.get("uid", ""),
+                },
+                "type": type,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": FIELD_MANAGER},
+                "reportingComponent": f"{FIELD_MANAGER}.dev/operator",
+                "reportingInstance": os.environ.get("HOSTNAME", FIELD_MANAGER),
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
+
     async def request_token(
         self, namespace: str, service_account: str, audience: str, seconds: int
     ) -> str:

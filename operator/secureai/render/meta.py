@@ -30,10 +30,12 @@ def selector(cr: Workload) -> dict[str, str]:
 
 
 def labels(cr: Workload, component: str) -> dict[str, str]:
-    """Labels of every child: recommended app.kubernetes.io labels plus the selector."""
+    """Labels of every child: recommended app.kubernetes.io labels plus the selector.
+
+    No `app.kubernetes.io/instance`: Argo CD's label tracking reads it as an Application name.
+    """
     return {
         "app.kubernetes.io/name": f"secureai-{kind_label(cr)}",
-        "app.kubernetes.io/instance": cr.metadata.name,
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": "secureai",
         LABEL_MANAGED_BY: MANAGED_BY,
