@@ -481,11 +481,17 @@ HashingSink = _gen["HashingSink"]
 
 MEMORY_PROBE = textwrap.dedent(
     """
-    import json, os, resource, sys
+    import json, os, sys
     from secureai.crypto.envelope import decrypt_stream, encrypt_stream
 
     def peak_mib():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, not ru_maxrss: ru_maxrss keeps the high-water mark of the process image
+        # before exec, i.e. of the (large) pytest parent that spawned this interpreter.
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
 
     def current_mib():
         with open("/proc/self/statm") as fh:

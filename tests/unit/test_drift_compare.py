@@ -36,7 +36,8 @@ def with_server_defaults(deployment: dict[str, Any]) -> dict[str, Any]:
     )
     pod["terminationGracePeriodSeconds"] = 30
     for c in pod["containers"] + pod.get("initContainers", []):
-        c.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File")
+        c.setdefault("terminationMessagePath", "/dev/termination-log")
+        c.setdefault("terminationMessagePolicy", "File")
         c["resources"]["limits"]["cpu"] = c["resources"]["limits"]["cpu"]
     pod["containers"][0]["resources"]["requests"]["memory"] = "25769803776"  # 24Gi, canonical
     return live
