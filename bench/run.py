@@ -6,7 +6,10 @@
 Environment: BENCH_OUT (JSON path, default bench/results/latest.json; the PNG goes next to
 it with a .png suffix), BENCH_MODULES=0 (skip the in-process render/crypto/guard benches),
 BENCH_RESYNC_SECONDS (the operator's resync period; default 60, the product default; 5 in
-quick mode so that the short idle window still contains resyncs).
+quick mode so that the short idle window still contains resyncs), BENCH_PROFILE=1 (py-spy
+samples the operator during the drift, burst and restart scenarios; `pip install py-spy`).
+To pin the operator code for a long run: `git archive HEAD operator | tar -x -C DIR` and
+PYTHONPATH=DIR/operator (versions.operator_source records what was imported).
 
 Scenarios (docs/performance.md explains the method and the figures):
   1. watch floor: a plain client patches a ConfigMap; time until a raw watch shows the write;
@@ -51,6 +54,7 @@ from bench.scenarios_kube import Api, Tracker  # noqa: E402
 from bench.scenarios_proc import (  # noqa: E402
     AuditReader,
     CpuMeter,
+    Profiler,
     audit_timestamp,
     cluster_pids,
     cpu_seconds,
@@ -97,6 +101,9 @@ class Config:
     resync_s: float
     gpu_every: int
     namespace_delete_timeout_s: float
+    # wait for phase A's namespaces to go, and keep only N CRs in the cluster when measuring
+    # RSS at N (the operator lists children cluster-wide at start); off in quick mode
+    isolate: bool
 
 
 FULL = Config(
@@ -119,6 +126,7 @@ FULL = Config(
     resync_s=60,
     gpu_every=250,
     namespace_delete_timeout_s=600,
+    isolate=True,
 )
 QUICK = Config(
     quick=True,
@@ -140,6 +148,7 @@ QUICK = Config(
     resync_s=5,
     gpu_every=20,
     namespace_delete_timeout_s=180,
+    isolate=False,
 )
 
 
@@ -205,8 +214,11 @@ class Bench:
         self.samples: dict[str, Any] = {}
         self.meter = CpuMeter(cluster_pids(cluster.state_dir))
         self.phase_cpu: dict[str, dict[str, float]] = {}
-        self.audit = AuditReader(cluster.audit_log, jti="")
+        self.audit = AuditReader(cluster.audit_log, needle="JTI=?")
+        self.jti = ""
         self.burst_namespaces: list[str] = []
+        self.profiling = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+        self.profiles: dict[str, Any] = {}
 
     def ns(self, suffix: str) -> str:
         return self.prefix + suffix
@@ -256,6 +268,20 @@ class Bench:
                 tracker.forget_namespace(name)
         return seconds
 
+    def profile(self, name: str, op: OperatorProcess) -> Profiler | None:
+        """py-spy on the operator for one scenario, when BENCH_PROFILE=1."""
+        if not self.profiling:
+            return None
+        profiler = Profiler(pid(op), self.workdir / f"profile-{name}.txt")
+        if not profiler.start():
+            self.profiles[name] = {"skipped": "py-spy not installed (pip install py-spy)"}
+            return None
+        return profiler
+
+    def profile_done(self, name: str, profiler: Profiler | None) -> None:
+        if profiler is not None:
+            self.profiles[name] = profiler.stop()
+
     def cpu_phase(self, name: str, before: dict[str, float]) -> None:
         self.phase_cpu[name] = CpuMeter.delta(before, self.meter.snapshot())
 
@@ -275,7 +301,8 @@ class Bench:
             await asyncio.to_thread(install_crds, self.cluster)
             await asyncio.to_thread(operator_kubeconfig, self.cluster, self.kubeconfig)
             token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
-            self.audit = AuditReader(self.cluster.audit_log, token_jti(token))
+            self.jti = token_jti(token)
+            self.audit = AuditReader(self.cluster.audit_log, f"JTI={self.jti}")
             await self.phase_a(api, tracker, floor_tracker)
             await self.phase_b(api, tracker)
             await self.phase_memory(api, tracker)
@@ -335,10 +362,17 @@ class Bench:
         tracker.detailed.add(drift_ns)
         metrics0 = await self.metrics(op)
         before = self.meter.snapshot()
+        profiler = self.profile("drift", op)
+        in_namespace = AuditReader(self.cluster.audit_log, f'"namespace":"{drift_ns}"')
+        in_namespace.mark()
         samples = await sc.drift(api, tracker, targets, cfg.tampers, cfg.tamper_timeout_s)
+        self.profile_done("drift", profiler)
         self.cpu_phase("drift", before)
         metrics1 = await self.metrics(op)
         self.record_drift("", samples, metrics0, metrics1)
+        self.result["drift_breakdown"] = sc.drift_breakdown(
+            samples, in_namespace.read_new(), self.jti
+        )
 
         log(f"3. create -> applied / Ready: {cfg.sequential} CRs, one at a time")
         before = self.meter.snapshot()
@@ -366,9 +400,13 @@ class Bench:
         }
         await self.stop_operator(op)
         log("phase A done; deleting its namespaces")
-        self.result["phase_a_cleanup_s"] = round(
-            await self.drop_namespaces(api, tracker, [floor_ns, drift_ns, seq_ns]), 1
-        )
+        phase_a = [floor_ns, drift_ns, seq_ns]
+        if cfg.isolate:
+            seconds = await self.drop_namespaces(api, tracker, phase_a)
+            self.result["phase_a_cleanup_s"] = round(seconds, 1)
+        else:  # quick: the final cleanup waits for them
+            for name in phase_a:
+                await api.delete("Namespace", None, name)
 
     def record_drift(self, suffix: str, samples: list[sc.DriftSample], m0: str, m1: str) -> None:
         ok = [s.ms for s in samples if s.ms is not None]
@@ -431,6 +469,7 @@ class Bench:
         def sample() -> dict[str, float]:
             return {"rss_mib": round(rss_mib(opid), 1), "cpu_s": round(cpu_seconds(opid) - cpu0, 2)}
 
+        profiler = self.profile("burst", op)
         res = await sc.burst(
             api,
             tracker,
@@ -440,6 +479,7 @@ class Bench:
             timeout=cfg.burst_timeout_s,
             sample=sample,
         )
+        self.profile_done("burst", profiler)
         self.cpu_phase("burst", before)
         writes = self.audit.read_new()
         self.result["burst_1000_s"] = _round(res.ready_s)
@@ -472,8 +512,15 @@ class Bench:
             if i % cfg.gpu_every != cfg.gpu_every // 2
         ]
         metrics0 = await self.metrics(op)
+        profiler = self.profile("drift_at_scale", op)
+        in_run = AuditReader(self.cluster.audit_log, f'"namespace":"{self.prefix}')
+        in_run.mark()
         samples = await sc.drift(
             api, tracker, targets, cfg.scale_tampers, cfg.tamper_timeout_s, sc.SCALE_TAMPERS
+        )
+        self.profile_done("drift_at_scale", profiler)
+        self.result["drift_breakdown_at_scale"] = sc.drift_breakdown(
+            samples, in_run.read_new(), self.jti
         )
         metrics1 = await self.metrics(op)
         self.record_drift("_at_scale", samples, metrics0, metrics1)
@@ -541,14 +588,18 @@ class Bench:
         for count in sorted(cfg.rss_counts, reverse=True):
             keep = remaining[: max(1, count // per_ns)]
             drop = [n for n in remaining if n not in keep]
-            if drop:
+            if drop and cfg.isolate:
                 log(f"6. memory: deleting {len(drop)} namespaces to leave {count} CRs")
                 await self.drop_namespaces(api, tracker, drop)
                 remaining = keep
             op = await self.start_operator(f"mem-{count}", keep)
             self.audit.mark()
             started = time.monotonic()
+            profiler = (
+                self.profile(f"restart_{count}", op) if count == max(cfg.rss_counts) else None
+            )
             settled = await self.settle(op, count)
+            self.profile_done(f"restart_{count}", profiler)
             writes = self.audit.read_new()
             rss[str(count)] = round(rss_mib(pid(op)), 1)
             detail[str(count)] = {
@@ -701,6 +752,8 @@ def main() -> int:
     result["ratios"] = ratios(result)
     result["targets"] = targets(result, cfg)
     result["cpu_s_by_phase"] = bench.phase_cpu
+    if bench.profiles:
+        result["profiles"] = bench.profiles
     result["machine"]["activity_at_end"] = other_activity()
     result["logs"] = str(workdir)
     result["errors"] = bench.errors

@@ -26,7 +26,9 @@ from bench.scenarios_kube import (
     path_of,
     resource_version,
 )
+from bench.scenarios_proc import audit_seconds, summary
 from secureai.api import Policy, parse_workload
+from secureai.k8s.resources import resource_of
 from secureai.render import render
 
 KIND = "SecureInferenceService"
@@ -142,11 +144,26 @@ async def wait_claim_bound(api: Api, ns: str, timeout: float = 60) -> None:
 
 
 async def delete_namespaces(api: Api, names: list[str], timeout: float) -> float:
-    """Delete namespaces and wait until they are gone; returns the seconds it took."""
+    """Delete namespaces and wait until they are gone; returns the seconds it took.
+
+    Workloads go first: the garbage collector removes their Deployments and pods (kwok drops a
+    terminating pod at once). A namespace deleted while it still holds running pods is
+    re-examined only after their 30 s grace period has passed.
+    """
     start = time.monotonic()
-    for name in names:
-        await api.delete("Namespace", None, name)
     deadline = start + timeout
+    for name in names:
+        await api.request(
+            "DELETE", path_of(KIND, name), {"propagationPolicy": "Background"}, allow=(404,)
+        )
+    pending = list(names)
+    while pending and time.monotonic() < min(deadline, start + 120):
+        pods = [await api.get(f"/api/v1/namespaces/{n}/pods", {"limit": "1"}) for n in pending]
+        pending = [n for n, p in zip(pending, pods, strict=True) if p and p.get("items")]
+        if pending:
+            await asyncio.sleep(0.5)  # polling with a deadline
+    for name in names:
+        await api.request("DELETE", path_of("Namespace", None, name), allow=(404, 409))
     pending = list(names)
     while pending and time.monotonic() < deadline:
         pending = [n for n in pending if await api.get(path_of("Namespace", None, n)) is not None]
@@ -360,10 +377,18 @@ class DriftSample:
     kind: str
     ms: float | None  # None: not reverted within the timeout
     status_ms: float | None  # until the CR's status counted the revert
+    namespace: str = ""
+    child: str = ""
+    t0_wall: float = 0.0  # Unix time of t0 (to line up with audit timestamps)
+    back_wall: float | None = None
 
 
 def reverts_total(obj: Obj | None) -> int:
     return int((((obj or {}).get("status") or {}).get("drift") or {}).get("revertsTotal") or 0)
+
+
+def _tampered(restored: Predicate) -> Predicate:
+    return lambda t, o: not restored(t, o)
 
 
 def _counted_past(before: int) -> Predicate:
@@ -402,9 +427,15 @@ async def drift(
         counted = tracker.expect(cr_key(ns, cr), _counted_past(before))
         min_rv, restored = await tamper.apply(api, ns, child, live)
         t0 = now()
-        back = await tracker.wait(
-            tracker.expect((tamper.kind, ns, child), restored, min_rv), timeout
-        )
+        key: Key = (tamper.kind, ns, child)
+        # The tamper's own event may beat its response (a Service DELETE answers only after
+        # releasing the ClusterIP, and the operator may have re-created it by then).
+        seen = tracker.expect(key, _tampered(restored), resource_version(live))
+        if seen.done():
+            t0 = min(t0, seen.result())
+        else:
+            seen.cancel()
+        back = await tracker.wait(tracker.expect(key, restored, min_rv), timeout)
         status = None if back is None else await tracker.wait(counted, timeout)
         samples.append(
             DriftSample(
@@ -412,9 +443,93 @@ async def drift(
                 tamper.kind,
                 None if back is None else (back - t0) * 1000,
                 None if status is None else (status - t0) * 1000,
+                ns,
+                child,
+                to_wall(t0),
+                None if back is None else to_wall(back),
             )
         )
     return samples
+
+
+_WALL_OFFSET = time.time() - now()
+
+
+def to_wall(t: float) -> float:
+    """A perf_counter() instant as Unix time (the audit log's clock: same host)."""
+    return t + _WALL_OFFSET
+
+
+def _credential(event: Obj) -> list[str]:
+    extra = (event.get("user") or {}).get("extra") or {}
+    return list(extra.get("authentication.kubernetes.io/credential-id") or [])
+
+
+def drift_breakdown(samples: list[DriftSample], events: list[Obj], jti: str) -> dict[str, Any]:
+    """Split each revert with the API server's own audit timestamps (one host, one clock).
+
+    reaction: tamper committed (its ResponseComplete, or the benchmark's sight of it if earlier)
+              -> the operator's revert request received
+              (watch delivery to the operator + kopf + the reconciler);
+    revert_server: the revert request, received -> response complete (API server + etcd);
+    delivery: revert response complete -> the benchmark's raw watch shows it;
+    tamper_server: the tamper request itself, received -> response complete.
+    """
+    mine = f"JTI={jti}"
+    by_object: dict[tuple[str, str, str], list[Obj]] = {}
+    for e in events:
+        ref = e.get("objectRef") or {}
+        if ref.get("subresource"):
+            continue
+        key = (ref.get("resource", ""), ref.get("namespace", ""), ref.get("name", ""))
+        by_object.setdefault(key, []).append(e)
+    rows: list[dict[str, float]] = []
+    for s in samples:
+        if s.back_wall is None:
+            continue
+        plural = resource_of(s.kind).plural
+        evs = sorted(
+            by_object.get((plural, s.namespace, s.child), []),
+            key=lambda e: audit_seconds(e["requestReceivedTimestamp"]),
+        )
+        tampers = [
+            e
+            for e in evs
+            if mine not in _credential(e)
+            and audit_seconds(e["requestReceivedTimestamp"]) <= s.t0_wall + 0.001
+        ]
+        if not tampers:
+            continue
+        tamper = tampers[-1]
+        received = audit_seconds(tamper["requestReceivedTimestamp"])
+        reverts = [
+            e
+            for e in evs
+            if mine in _credential(e)
+            and e.get("verb") in ("update", "patch", "create")
+            and audit_seconds(e["requestReceivedTimestamp"]) >= received
+        ]
+        if not reverts:
+            continue
+        revert = reverts[0]
+        # a DELETE completes its response after the watchers (and the operator) saw it
+        committed = min(audit_seconds(tamper["stageTimestamp"]), s.t0_wall)
+        r_in, r_out = (
+            audit_seconds(revert["requestReceivedTimestamp"]),
+            audit_seconds(revert["stageTimestamp"]),
+        )
+        rows.append(
+            {
+                "reaction_ms": (r_in - committed) * 1000,
+                "revert_server_ms": (r_out - r_in) * 1000,
+                "delivery_ms": (s.back_wall - r_out) * 1000,
+                "tamper_server_ms": (committed - received) * 1000,
+            }
+        )
+    out: dict[str, Any] = {"matched": len(rows)}
+    for part in ("reaction_ms", "revert_server_ms", "delivery_ms", "tamper_server_ms"):
+        out[part] = summary([r[part] for r in rows])
+    return out
 
 
 # --- scenario 3: create -> applied, create -> Ready (sequential) -------------------------------

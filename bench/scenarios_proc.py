@@ -9,6 +9,8 @@ import math
 import os
 import platform
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -147,22 +149,31 @@ def audit_timestamp(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+def audit_seconds(value: str) -> float:
+    """An audit timestamp as Unix seconds."""
+    return audit_timestamp(value).timestamp()
+
+
 @dataclass
 class AuditReader:
-    """Incremental reader of the API server's JSON audit log (writes only, per its policy)."""
+    """Incremental reader of the API server's JSON audit log (writes only, per its policy).
+
+    Keeps the lines that contain ``needle``: the operator token's credential id
+    (``JTI=...``), or a namespace name.
+    """
 
     path: Path
-    jti: str
+    needle: str
     offset: int = 0
 
     def mark(self) -> None:
         self.offset = self.path.stat().st_size if self.path.exists() else 0
 
     def read_new(self) -> list[dict[str, Any]]:
-        """Events by the operator's token appended since the last mark/read."""
+        """Matching events appended since the last mark/read."""
         if not self.path.exists():
             return []
-        needle = f"JTI={self.jti}".encode()
+        needle = self.needle.encode()
         out = []
         with self.path.open("rb") as fh:
             fh.seek(self.offset)
@@ -259,3 +270,99 @@ def versions(bindir: Path, server_version: dict[str, Any] | None) -> dict[str, A
     out["etcd"] = _binary_version(bindir / "etcd", "--version")
     out["kwok"] = _binary_version(bindir / "kwok", "--version")
     return out
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    """The py-spy binary (pip install py-spy), if installed next to this Python or on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Profiler:
+    """py-spy sampling the operator (without pausing it) while one scenario runs."""
+
+    pid: int
+    out: Path
+    rate: int = 200
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> bool:
+        binary = py_spy()
+        if binary is None:
+            return False
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                str(self.rate),
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(self.out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return True
+
+    def stop(self) -> dict[str, Any] | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        return top_frames(self.out) if self.out.exists() else None
+
+
+def _frame(frame: str) -> str:
+    """'f (/x/secureai/render/drift.py:12)' -> 'f (secureai/render/drift.py)'."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    for anchor in ("secureai", "kopf", "aiohttp", "asyncio", "pydantic", "json", "yaml"):
+        if anchor in parts:
+            path = "/".join(parts[parts.index(anchor) :])
+            break
+    else:
+        path = Path(path).name
+    return f"{name} ({path})"
+
+
+def top_frames(collapsed: Path, n: int = 20) -> dict[str, Any]:
+    """Self and inclusive shares of the busiest functions in a py-spy raw (collapsed) profile."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";")]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            inclusive[f] += count
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[f, round(c / total * 100, 1)] for f, c in counter.most_common(n)] if total else []
+
+    return {
+        "file": str(collapsed),
+        "samples": total,
+        "self_percent": share(own),
+        "inclusive_percent": share(inclusive),
+    }
