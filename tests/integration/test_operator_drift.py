@@ -356,7 +356,10 @@ def test_resync_of_unchanged_objects_writes_nothing(
         return len(operator_writes()) == before
 
     wait_ready(cluster, "sis", served, NAME)
-    wait_for(settled_over_one_resync, timeout=120, interval=0, description="a quiet cluster")
+    try:
+        wait_for(settled_over_one_resync, timeout=120, interval=0, description="a quiet cluster")
+    except TimeoutError as exc:
+        raise AssertionError(f"the operator kept writing: {operator_writes()[-10:]}") from exc
     start = operator_writes()
     first = resyncs(operator)
     wait_for(lambda: resyncs(operator) >= first + 2, timeout=30, description="two resyncs")
