@@ -10,6 +10,7 @@ quick mode so that the short idle window still contains resyncs), BENCH_PROFILE=
 samples the operator during the drift, burst and restart scenarios; `pip install py-spy`).
 To pin the operator code for a long run: `git archive HEAD operator | tar -x -C DIR` and
 PYTHONPATH=DIR/operator (versions.operator_source records what was imported).
+BENCH_CONFIG='{"burst": 200, ...}' overrides fields of the Config (experiments only).
 
 Scenarios (docs/performance.md explains the method and the figures):
   1. watch floor: a plain client patches a ConfigMap; time until a raw watch shows the write;
@@ -217,6 +218,7 @@ class Bench:
         self.audit = AuditReader(cluster.audit_log, needle="JTI=?")
         self.jti = ""
         self.burst_namespaces: list[str] = []
+        self.archive: AuditReader | None = None
         self.profiling = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
         self.profiles: dict[str, Any] = {}
 
@@ -303,6 +305,8 @@ class Bench:
             token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
             self.jti = token_jti(token)
             self.audit = AuditReader(self.cluster.audit_log, f"JTI={self.jti}")
+            self.archive = AuditReader(self.cluster.audit_log, self.prefix)
+            self.archive.mark()
             await self.phase_a(api, tracker, floor_tracker)
             await self.phase_b(api, tracker)
             await self.phase_memory(api, tracker)
@@ -322,6 +326,10 @@ class Bench:
                     self.errors.append(f"cleanup: {type(exc).__name__}: {exc}")
             for t in (tracker, floor_tracker):
                 await t.stop()
+            if self.archive is not None:  # the run's audit events, for later analysis
+                with (self.workdir / "audit.jsonl").open("w") as fh:
+                    for event in self.archive.read_new():
+                        fh.write(json.dumps(event) + "\n")
             self.result["watch_reconnects"] = tracker.reconnects + floor_tracker.reconnects
             await api.close()
         return self.result
@@ -418,11 +426,21 @@ class Bench:
             if s.ms is not None:
                 by_kind.setdefault(s.kind, []).append(s.ms)
                 by_tamper.setdefault(s.tamper, []).append(s.ms)
+        kinds = sorted({s.kind for s in samples})
+        tampers = sorted({s.tamper for s in samples})
         self.result["drift_revert_by_kind" + suffix] = {
-            k: summary(v) for k, v in sorted(by_kind.items())
+            k: {
+                **summary(by_kind.get(k, [])),
+                "timeouts": sum(s.ms is None and s.kind == k for s in samples),
+            }
+            for k in kinds
         }
         self.result["drift_revert_by_tamper" + suffix] = {
-            k: summary(v) for k, v in sorted(by_tamper.items())
+            t: {
+                **summary(by_tamper.get(t, [])),
+                "timeouts": sum(s.ms is None and s.tamper == t for s in samples),
+            }
+            for t in tampers
         }
         self.result["drift_status_ms" + suffix] = summary(
             [s.status_ms for s in samples if s.status_ms is not None]
@@ -470,6 +488,9 @@ class Bench:
             return {"rss_mib": round(rss_mib(opid), 1), "cpu_s": round(cpu_seconds(opid) - cpu0, 2)}
 
         profiler = self.profile("burst", op)
+        in_burst = AuditReader(self.cluster.audit_log, f'"namespace":"{self.prefix}b')
+        in_burst.mark()
+        t0_wall = time.time()
         res = await sc.burst(
             api,
             tracker,
@@ -497,6 +518,7 @@ class Bench:
             "concurrency": cfg.burst_concurrency,
             "timeout_s": cfg.burst_timeout_s,
         }
+        self.result["burst"]["audit"] = sc.burst_audit(in_burst.read_new(), self.jti, t0_wall)
         self.samples["burst_timeline"] = res.timeline
         log(f"   burst: {res.ready}/{res.count} Ready in {res.ready_s}s")
 
@@ -727,6 +749,11 @@ def main() -> int:
     cfg = QUICK if quick else FULL
     if os.environ.get("BENCH_RESYNC_SECONDS"):
         cfg = dataclasses.replace(cfg, resync_s=float(os.environ["BENCH_RESYNC_SECONDS"]))
+    if os.environ.get("BENCH_CONFIG"):  # experiments: '{"burst": 200, "isolate": true}'
+        overrides = json.loads(os.environ["BENCH_CONFIG"])
+        if "rss_counts" in overrides:
+            overrides["rss_counts"] = tuple(overrides["rss_counts"])
+        cfg = dataclasses.replace(cfg, **overrides)
     out_json, out_png = out_paths()
     signal.signal(signal.SIGTERM, _sigterm)
     started = time.monotonic()

@@ -369,6 +369,7 @@ TAMPERS = (
     Tamper("deployment-add-container", "Deployment", "", _deploy_add_container),
 )
 SCALE_TAMPERS = tuple(t for t in TAMPERS if not t.needs_guard)
+ABANDON_AFTER = 3
 
 
 @dataclass
@@ -415,12 +416,22 @@ async def drift(
     timeout: float,
     tampers: tuple[Tamper, ...] = TAMPERS,
 ) -> list[DriftSample]:
-    """``count`` tampers, one at a time, rotating over tamper types and CRs."""
+    """``count`` tampers, one at a time, rotating over tamper types and CRs.
+
+    A tamper type that the operator failed to revert ``ABANDON_AFTER`` times is dropped (its
+    timeouts are reported); the others fill the count.
+    """
     samples: list[DriftSample] = []
+    active = list(tampers)
+    done: dict[str, int] = {}
+    failed: dict[str, int] = {}
     for i in range(count):
-        tamper = tampers[i % len(tampers)]
+        if not active:
+            break
+        tamper = active[i % len(active)]
+        turn = done[tamper.name] = done.get(tamper.name, 0) + 1
         pool = [t for t in targets if t[2]] if tamper.needs_guard else targets
-        ns, cr, _ = pool[(i // len(tampers)) % len(pool)]
+        ns, cr, _ = pool[(turn - 1) % len(pool)]
         child = cr + tamper.suffix
         live = await _live(api, tamper.kind, ns, child, timeout)
         before = reverts_total(tracker.workloads.get(cr_key(ns, cr)))
@@ -437,6 +448,10 @@ async def drift(
             seen.cancel()
         back = await tracker.wait(tracker.expect(key, restored, min_rv), timeout)
         status = None if back is None else await tracker.wait(counted, timeout)
+        if back is None:
+            failed[tamper.name] = failed.get(tamper.name, 0) + 1
+            if failed[tamper.name] >= ABANDON_AFTER:
+                active.remove(tamper)
         samples.append(
             DriftSample(
                 tamper.name,
@@ -632,6 +647,55 @@ async def burst(
         point.update(sample())
         out.timeline.append(point)
     return out
+
+
+def burst_audit(events: list[Obj], jti: str, t0_wall: float) -> dict[str, Any]:
+    """Where a burst's time goes, from the API server's audit events in its namespaces.
+
+    Per CR: its create, the operator's first write for it (the ServiceAccount apply), its
+    Deployment apply and its first status patch; plus the latency of every write.
+    """
+    mine = f"JTI={jti}"
+    created: dict[tuple[str, str], float] = {}
+    first: dict[tuple[str, str], float] = {}
+    deployed: dict[tuple[str, str], float] = {}
+    status: dict[tuple[str, str], float] = {}
+    op_ms: list[float] = []
+    other_ms: list[float] = []
+    per_second: dict[int, int] = {}
+    for e in events:
+        ref = e.get("objectRef") or {}
+        key = (ref.get("namespace", ""), ref.get("name", ""))
+        received = audit_seconds(e["requestReceivedTimestamp"])
+        took = (audit_seconds(e["stageTimestamp"]) - received) * 1000
+        resource, verb = ref.get("resource"), e.get("verb")
+        if mine in _credential(e):
+            op_ms.append(took)
+            second = int(received - t0_wall)
+            per_second[second] = per_second.get(second, 0) + 1
+            if resource == "serviceaccounts" and verb == "patch":
+                first.setdefault(key, received)
+            elif resource == "deployments" and verb == "patch":
+                deployed.setdefault(key, received)
+            elif resource == "secureinferenceservices" and ref.get("subresource") == "status":
+                status.setdefault(key, received)
+        else:
+            other_ms.append(took)
+            if resource == "secureinferenceservices" and verb == "create":
+                created.setdefault(key, received)
+
+    def offsets(table: dict[tuple[str, str], float], since: dict[tuple[str, str], float]) -> Any:
+        return summary([(t - since[k]) * 1000 for k, t in table.items() if k in since])
+
+    last = max(per_second) if per_second else -1
+    return {
+        "operator_write_ms": summary(op_ms),
+        "other_write_ms": summary(other_ms),
+        "create_to_first_operator_write_ms": offsets(first, created),
+        "first_write_to_deployment_apply_ms": offsets(deployed, first),
+        "deployment_apply_to_first_status_ms": offsets(status, deployed),
+        "operator_writes_per_second": [per_second.get(i, 0) for i in range(last + 1)],
+    }
 
 
 # --- operator metrics --------------------------------------------------------------------------

@@ -75,9 +75,10 @@ def test_latency_summaries(quick_run: dict[str, Any], key: str) -> None:
 
 def test_drift_covers_every_child_kind(quick_run: dict[str, Any]) -> None:
     by_kind = quick_run["drift_revert_by_kind"]
-    assert {"Deployment", "NetworkPolicy", "ServiceAccount", "Service", "Secret"} <= set(by_kind)
-    for figure in by_kind.values():
-        assert figure["n"] > 0 and figure["p50"] <= figure["p99"]
+    reverted = {kind for kind, figure in by_kind.items() if figure["n"] > 0}
+    assert {"Deployment", "NetworkPolicy", "ServiceAccount", "Service", "Secret"} <= reverted
+    for kind in reverted:
+        assert by_kind[kind]["p50"] <= by_kind[kind]["p99"], by_kind[kind]
     assert quick_run["ratios"]["drift_p50_over_watch_floor_p50"] > 0
 
 
