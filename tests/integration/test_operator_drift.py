@@ -345,6 +345,7 @@ def test_resync_of_unchanged_objects_writes_nothing(
                     and e.get("verb") in ("create", "update", "patch", "delete")
                     and e.get("stage") == "ResponseComplete"
                     and "/events" not in e.get("requestURI", "")
+                    and f"/namespaces/{served}/" in e.get("requestURI", "")
                 )
             )
         ]

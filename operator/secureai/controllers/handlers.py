@@ -86,5 +86,6 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
 
     @kopf.on.event("v1", "namespaces", registry=registry)
     async def on_namespace(event: kopf.RawEvent, **_: Any) -> None:
-        if event.get("type") != "DELETED":
-            await reconciler.on_namespace(cast(dict[str, Any], event["object"]))
+        await reconciler.on_namespace(
+            cast(dict[str, Any], event["object"]), deleted=event.get("type") == "DELETED"
+        )

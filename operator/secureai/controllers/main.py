@@ -46,9 +46,7 @@ async def warm_caches(reconciler: Reconciler, patterns: list[str] | None) -> Non
     With watched namespaces, list in each of them only (the RBAC may be namespaced).
     """
     for body in await reconciler.kube.list("Namespace"):
-        reconciler.state.namespaces[body["metadata"]["name"]] = dict(
-            body["metadata"].get("labels") or {}
-        )
+        await reconciler.on_namespace(body)
     scopes: list[str | None] = [None]
     if patterns:
         scopes = [

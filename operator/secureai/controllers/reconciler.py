@@ -114,6 +114,8 @@ class Reconciler:
 
     async def _reconcile_locked(self, entry: Entry) -> str:
         body = entry.body
+        if entry.namespace in self.state.terminating:
+            return "skipped"
         generation = entry.generation
         try:
             model = parse_workload(body)
@@ -232,6 +234,8 @@ class Reconciler:
     async def _write_status(self, entry: Entry) -> None:
         if entry.model is None or entry.rejected is not None:
             return
+        if entry.namespace in self.state.terminating:
+            return
         previous = entry.body.get("status") or {}
         status = compute_status(
             entry.model, self.policy, self._observed(entry), previous, self.clock()
@@ -302,7 +306,7 @@ class Reconciler:
         if key is None:
             return
         entry = self.state.workloads.get(key)
-        if entry is None or entry.rejected is not None:
+        if entry is None or entry.rejected is not None or entry.namespace in self.state.terminating:
             return
         child: ChildKey = (kind, body["metadata"]["name"])
         desired = entry.desired.get(child)
@@ -414,10 +418,15 @@ class Reconciler:
 
     # --- namespaces and foreign network policies --------------------------------------------
 
-    async def on_namespace(self, body: dict[str, Any]) -> None:
+    async def on_namespace(self, body: dict[str, Any], deleted: bool = False) -> None:
         name = body["metadata"]["name"]
         labels = body["metadata"].get("labels") or {}
         self.state.namespaces[name] = dict(labels)
+        if deleted or (body.get("status") or {}).get("phase") == "Terminating":
+            # Everything in it is going away: nothing to reconcile, revert or report.
+            self.state.terminating.add(name)
+            return
+        self.state.terminating.discard(name)
         if not self.policy.pod_security_labels:
             return
         entries = [e for e in self.state.in_namespace(name) if e.rejected is None and e.desired]
@@ -488,25 +497,35 @@ class Reconciler:
         """Compare every child with its desired state; write only where they differ."""
         writes = 0
         for key, entry in list(self.state.workloads.items()):
-            stale = entry.reconciled_generation != entry.generation
-            if (
-                stale
-                or entry.rejected_by_cluster
-                or (self.hooks is not None and self.hooks.needs_refresh(entry))
-            ):
-                await self.reconcile(entry)
+            if entry.namespace in self.state.terminating:
                 continue
-            if entry.rejected is not None:
-                continue
-            live = self.state.live_children(key)
-            for child, desired in list(entry.desired.items()):
-                body = live.get(child)
-                diffs = ["deleted"] if body is None else differences(desired, body)
-                if diffs:
-                    await self._revert(entry, desired, body, diffs, time.perf_counter())
-                    writes += 1
-            async with entry.lock:
-                await self._write_status(entry)
+            try:
+                writes += await self._resync_one(key, entry)
+            except ApiError as exc:
+                log.warning("resync of %s/%s failed: %s", entry.namespace, entry.name, exc)
+        return writes
+
+    async def _resync_one(self, key: WorkloadKey, entry: Entry) -> int:
+        stale = entry.reconciled_generation != entry.generation
+        if (
+            stale
+            or entry.rejected_by_cluster
+            or (self.hooks is not None and self.hooks.needs_refresh(entry))
+        ):
+            await self.reconcile(entry)
+            return 0
+        if entry.rejected is not None:
+            return 0
+        writes = 0
+        live = self.state.live_children(key)
+        for child, desired in list(entry.desired.items()):
+            body = live.get(child)
+            diffs = ["deleted"] if body is None else differences(desired, body)
+            if diffs and (body is not None or await self._owner_alive(entry)):
+                await self._revert(entry, desired, body, diffs, time.perf_counter())
+                writes += 1
+        async with entry.lock:
+            await self._write_status(entry)
         return writes
 
 

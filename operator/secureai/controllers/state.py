@@ -85,6 +85,7 @@ class State:
     workloads: dict[WorkloadKey, Entry] = field(default_factory=dict)
     live: dict[WorkloadKey, dict[ChildKey, dict[str, Any]]] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    terminating: set[str] = field(default_factory=set)
     foreign_policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def live_children(self, key: WorkloadKey) -> dict[ChildKey, dict[str, Any]]:
