@@ -9,7 +9,7 @@ BENCH_RESYNC_SECONDS (the operator's resync period; default 60, the product defa
 quick mode so that the short idle window still contains resyncs), BENCH_PROFILE=1 (py-spy
 samples the operator during the drift, burst and restart scenarios; `pip install py-spy`).
 To pin the operator code for a long run: `git archive HEAD operator | tar -x -C DIR` and
-PYTHONPATH=DIR/operator (versions.operator_source records what was imported).
+PYTHONPATH=DIR/operator, BENCH_OPERATOR_COMMIT=<sha> (versions.operator_source records both).
 BENCH_CONFIG='{"burst": 200, ...}' overrides fields of the Config (experiments only).
 
 Scenarios (docs/performance.md explains the method and the figures):
@@ -373,8 +373,16 @@ class Bench:
         profiler = self.profile("drift", op)
         in_namespace = AuditReader(self.cluster.audit_log, f'"namespace":"{drift_ns}"')
         in_namespace.mark()
-        samples = await sc.drift(api, tracker, targets, cfg.tampers, cfg.tamper_timeout_s)
+        interleaved = sc.FloorResult()
+
+        async def floor_sample() -> None:
+            await sc.floor_write(api, floor_tracker, floor_ns, interleaved)
+
+        samples = await sc.drift(
+            api, tracker, targets, cfg.tampers, cfg.tamper_timeout_s, between=floor_sample
+        )
         self.profile_done("drift", profiler)
+        self.result["watch_floor_during_drift_ms"] = summary(interleaved.send_to_event_ms)
         self.cpu_phase("drift", before)
         metrics1 = await self.metrics(op)
         self.record_drift("", samples, metrics0, metrics1)
@@ -732,6 +740,9 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
             "drift_revert_ms_at_scale", "watch_floor_ms", "p50"
         ),
         "create_applied_p50_over_watch_floor_p50": r("create_applied_ms", "watch_floor_ms", "p50"),
+        "drift_p50_over_interleaved_floor_p50": r(
+            "drift_revert_ms", "watch_floor_during_drift_ms", "p50"
+        ),
     }
 
 

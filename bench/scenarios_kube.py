@@ -182,6 +182,7 @@ class Tracker:
     detailed: set[str] = field(default_factory=set)
     events: int = 0
     reconnects: int = 0
+    last_event: dict[str, float] = field(default_factory=dict)  # namespace -> arrival
     _history: dict[Key, deque[tuple[float, str, int, Obj]]] = field(default_factory=dict)
     _waiters: dict[Key, list[_Waiter]] = field(default_factory=dict)
     _groups: dict[Key, list[_Group]] = field(default_factory=dict)
@@ -272,6 +273,7 @@ class Tracker:
         if not ns.startswith(self.prefix):
             return
         self.events += 1
+        self.last_event[ns] = t
         key: Key = (kind, ns, meta.get("name", ""))
         rv = resource_version(obj)
         if etype != "DELETED" and key not in self.first_seen:
@@ -324,6 +326,16 @@ class Tracker:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
+
+    async def quiet(self, ns: str, quiet_s: float, timeout: float) -> bool:
+        """Until no watched object in ``ns`` has changed for ``quiet_s`` (bounded)."""
+        deadline = now() + timeout
+        while now() < deadline:
+            idle = now() - self.last_event.get(ns, 0.0)
+            if idle >= quiet_s:
+                return True
+            await asyncio.sleep(quiet_s - idle + 0.005)  # polling with a deadline
+        return False
 
     def when_seen(self, keys: Iterable[Key]) -> asyncio.Future[float]:
         """Resolves with the arrival time of the last of ``keys`` to be first seen."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import itertools
 import json
 import os
 import time
@@ -205,6 +206,9 @@ class FloorResult:
     timeouts: int = 0
 
 
+_FLOOR_WRITES = itertools.count()
+
+
 def _data_is(value: str) -> Predicate:
     return lambda _t, o: (o.get("data") or {}).get("i") == value
 
@@ -220,22 +224,28 @@ async def watch_floor(api: Api, tracker: Tracker, ns: str, writes: int) -> Floor
             "data": {"i": "-1"},
         }
     )
-    key: Key = ("ConfigMap", ns, name)
     out = FloorResult()
-    for i in range(writes):
-        value = str(i)
-        fut = tracker.expect(key, _data_is(value))
-        t_send = now()
-        await api.merge_patch("ConfigMap", ns, name, {"data": {"i": value}})
-        t_resp = now()
-        t_event = await tracker.wait(fut, 5)
-        if t_event is None:
-            out.timeouts += 1
-            continue
-        out.send_to_event_ms.append((t_event - t_send) * 1000)
-        out.response_to_event_ms.append((t_event - t_resp) * 1000)
-        out.write_rtt_ms.append((t_resp - t_send) * 1000)
+    for _ in range(writes):
+        await floor_write(api, tracker, ns, out)
     return out
+
+
+async def floor_write(api: Api, tracker: Tracker, ns: str, out: FloorResult) -> None:
+    """One floor sample: patch the floor ConfigMap, time its event on the raw watch."""
+    name = "floor"
+    key: Key = ("ConfigMap", ns, name)
+    value = str(next(_FLOOR_WRITES))  # unique across every floor write of the run
+    fut = tracker.expect(key, _data_is(value))
+    t_send = now()
+    await api.merge_patch("ConfigMap", ns, name, {"data": {"i": value}})
+    t_resp = now()
+    t_event = await tracker.wait(fut, 5)
+    if t_event is None:
+        out.timeouts += 1
+        return
+    out.send_to_event_ms.append((t_event - t_send) * 1000)
+    out.response_to_event_ms.append((t_event - t_resp) * 1000)
+    out.write_rtt_ms.append((t_resp - t_send) * 1000)
 
 
 # --- scenario 2: drift -> revert ---------------------------------------------------------------
@@ -370,6 +380,8 @@ TAMPERS = (
 )
 SCALE_TAMPERS = tuple(t for t in TAMPERS if not t.needs_guard)
 ABANDON_AFTER = 3
+QUIET_S = 0.25
+QUIET_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -415,6 +427,7 @@ async def drift(
     count: int,
     timeout: float,
     tampers: tuple[Tamper, ...] = TAMPERS,
+    between: Callable[[], Awaitable[None]] | None = None,
 ) -> list[DriftSample]:
     """``count`` tampers, one at a time, rotating over tamper types and CRs.
 
@@ -432,6 +445,11 @@ async def drift(
         turn = done[tamper.name] = done.get(tamper.name, 0) + 1
         pool = [t for t in targets if t[2]] if tamper.needs_guard else targets
         ns, cr, _ = pool[(turn - 1) % len(pool)]
+        # one tamper at a time on a settled namespace: the previous revert's aftermath
+        # (status writes, controllers reacting) is over
+        await tracker.quiet(ns, QUIET_S, QUIET_TIMEOUT_S)
+        if between is not None:  # e.g. one watch-floor sample under the same conditions
+            await between()
         child = cr + tamper.suffix
         live = await _live(api, tamper.kind, ns, child, timeout)
         before = reverts_total(tracker.workloads.get(cr_key(ns, cr)))

@@ -252,7 +252,7 @@ def operator_source() -> dict[str, Any]:
         )
         return proc.stdout.strip() if proc.returncode == 0 else None
 
-    out["commit"] = git("rev-parse", "HEAD")
+    out["commit"] = git("rev-parse", "HEAD") or os.environ.get("BENCH_OPERATOR_COMMIT")
     status = git("status", "--porcelain", "--", ".")
     out["dirty"] = None if status is None else bool(status)
     return out
