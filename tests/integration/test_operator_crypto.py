@@ -182,3 +182,51 @@ def test_workload_token_is_audience_bound_and_short_lived(
     assert claims["aud"] == ["secureai"]
     assert claims["exp"] - claims["iat"] <= 600
     assert claims["kubernetes.io"]["serviceaccount"]["name"] == name
+
+
+def test_tampered_model_never_becomes_ready_and_says_why(
+    cluster: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """kwok runs no containers: for the claim `tampered-model` the simulated kubelet reports
+    the model-verify init container exiting 2, as `secureai model verify` does on a tampered
+    model (that command's verdicts are unit-tested in test_crypto_signing/test_crypto_cli)."""
+    cr = example("inference-cpu.yaml", namespace)
+    cr["spec"]["model"]["claimName"] = "tampered-model"
+    name = cr["metadata"]["name"]
+    model_prereqs(cluster, namespace, ["tampered-model"])
+    apply_yaml(cluster, cr)
+    seen: list[str] = []
+
+    def verdict() -> dict[str, Any] | None:
+        obj = get_json(cluster, "sis", name, "-n", namespace)
+        ready = next(
+            (
+                c
+                for c in (obj or {}).get("status", {}).get("conditions", [])
+                if c["type"] == "Ready"
+            ),
+            None,
+        )
+        if ready is not None:
+            seen.append(ready["status"])
+        return obj if ready and ready["reason"] == "ModelVerificationFailed" else None
+
+    obj = wait_for(verdict, timeout=90, description="ModelVerificationFailed")
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and obj["status"]["phase"] == "Degraded"
+    assert "model-verify failed" in ready["message"]
+    assert "does not match the signed manifest" in ready["message"]
+    assert "True" not in seen
+    wait_for(
+        lambda: [
+            e
+            for e in get_json(cluster, "events", "-n", namespace)["items"]
+            if e["reason"] == "ModelVerificationFailed"
+        ],
+        timeout=30,
+        description="a ModelVerificationFailed event",
+    )
+    assert (
+        get_json(cluster, "deployment", name, "-n", namespace)["status"].get("availableReplicas", 0)
+        == 0
+    )

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from secureai.api import Policy, parse_workload
+from secureai.api import Policy, SecureTrainingJob, parse_workload
 from secureai.api.errors import one_line
 from secureai.controllers import metrics
 from secureai.controllers.state import (
@@ -29,12 +29,13 @@ from secureai.render import PSS_LABELS, PolicyViolation, render
 from secureai.render.drift import differences, repaired
 from secureai.render.meta import ANNOTATION_RETAINED, LABEL_MANAGED_BY, MANAGED_BY, selector
 from secureai.render.selectors import widens
-from secureai.render.status import Observed, compute_status, rejected_status
+from secureai.render.status import Observed, compute_status, init_failure, rejected_status
 
 log = logging.getLogger("secureai")
 
 NAMESPACE_MARKER = "secureai.dev/workloads"
 APPLY_FIRST = frozenset({"ServiceAccount", "NetworkPolicy", "PersistentVolumeClaim", "Secret"})
+ALERT_REASONS = frozenset({"ModelVerificationFailed", "Failed"})
 APPLY_ONLY = frozenset({"Job", "PersistentVolumeClaim"})  # immutable specs: no replace
 
 
@@ -215,7 +216,21 @@ class Reconciler:
 
     # --- status ----------------------------------------------------------------------------
 
-    def _observed(self, entry: Entry) -> Observed:
+    async def _init_failure(self, entry: Entry) -> str | None:
+        """For a model server that is not available, ask its pods why (model-verify)."""
+        model = entry.model
+        if model is None or isinstance(model, SecureTrainingJob):
+            return None
+        live = self.state.live_children(workload_key_of_cr(entry.body))
+        deployment = live.get(("Deployment", entry.name))
+        st = (deployment or {}).get("status") or {}
+        if deployment is None or int(st.get("availableReplicas") or 0) >= model.spec.replicas:
+            return None
+        selector_text = ",".join(f"{k}={v}" for k, v in selector(model).items())
+        pods = await self.kube.list("Pod", entry.namespace, label_selector=selector_text)
+        return init_failure(pods, "model-verify")
+
+    def _observed(self, entry: Entry, failure: str | None = None) -> Observed:
         key = workload_key_of_cr(entry.body)
         live = self.state.live_children(key)
         labels = self.state.namespaces.get(entry.namespace, {})
@@ -229,6 +244,7 @@ class Reconciler:
             drift_last_time=entry.drift_last_time,
             drift_last_object=entry.drift_last_object,
             drift_last_change=entry.drift_last_change,
+            init_failure=failure,
         )
 
     async def _write_status(self, entry: Entry) -> None:
@@ -237,18 +253,20 @@ class Reconciler:
         if entry.namespace in self.state.terminating:
             return
         previous = entry.body.get("status") or {}
+        failure = await self._init_failure(entry)
         status = compute_status(
-            entry.model, self.policy, self._observed(entry), previous, self.clock()
+            entry.model, self.policy, self._observed(entry, failure), previous, self.clock()
         )
         before = _ready(previous)
         if status == previous:
             return
         await self._patch_status(entry, status)
         after = _ready(status)
-        if after != before and after is not None:
+        if after != before and after[0] is not None:
             ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-            kind = "Normal" if after == "True" else "Warning"
-            if after == "True" or before == "True":
+            notable = "True" in (after[0], before[0]) or after[1] in ALERT_REASONS
+            if notable:
+                kind = "Normal" if after[0] == "True" else "Warning"
                 self.emit(entry.body, kind, ready["reason"], ready["message"])
 
     async def _patch_status(self, entry: Entry, status: dict[str, Any]) -> None:
@@ -533,9 +551,8 @@ def slim_policy(body: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": body.get("metadata", {}), "spec": body.get("spec", {})}
 
 
-def _ready(status: dict[str, Any]) -> str | None:
+def _ready(status: dict[str, Any]) -> tuple[str | None, str | None]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready":
-            value = cond.get("status")
-            return str(value) if value is not None else None
-    return None
+            return cond.get("status"), cond.get("reason")
+    return None, None

@@ -45,6 +45,7 @@ CHILD_RESOURCES: dict[str, Resource] = {
     )
 }
 NAMESPACE = Resource("Namespace", "v1", "namespaces", namespaced=False)
+POD = Resource("Pod", "v1", "pods")
 PERSISTENT_VOLUME = Resource("PersistentVolume", "v1", "persistentvolumes", namespaced=False)
 SECURE_TRAINING_JOB = Resource("SecureTrainingJob", f"{GROUP}/{VERSION}", "securetrainingjobs")
 SECURE_INFERENCE_SERVICE = Resource(
@@ -61,4 +62,6 @@ def resource_of(kind: str) -> Resource:
         return NAMESPACE
     if kind == PERSISTENT_VOLUME.kind:
         return PERSISTENT_VOLUME
+    if kind == POD.kind:
+        return POD
     raise KeyError(kind)

@@ -15,6 +15,7 @@ class Observed:
 
     children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    init_failure: str | None = None
     foreign_policies: tuple[str, ...] = ()
     namespace_labelled: bool = True
     tls_not_after: str | None = None
@@ -104,7 +105,10 @@ def compute_status(
     gen = cr.metadata.generation
     prev = {c["type"]: c for c in (previous or {}).get("conditions") or []}
     phase, ready, reason, message, scheduled = _readiness(cr, obs)
-    if obs.missing and phase not in ("Succeeded", "Failed"):
+    if obs.init_failure and ready != "True":
+        phase, ready, reason = "Degraded", "False", "ModelVerificationFailed"
+        message = obs.init_failure
+    elif obs.missing and phase not in ("Succeeded", "Failed"):
         phase, ready, reason = "Pending", "False", "ChildrenMissing"
         message = "not yet applied: " + ", ".join(obs.missing)
     gpu = cr.spec.gpu
@@ -203,3 +207,17 @@ def rejected_status(
         if kind in prev:
             conditions.append(prev[kind])
     return {"phase": "Rejected", "observedGeneration": cr_generation, "conditions": conditions}
+
+
+def init_failure(pods: list[dict[str, Any]], container: str) -> str | None:
+    """Why a helper init container (e.g. model-verify) keeps failing, from pod statuses."""
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            if status.get("name") != container:
+                continue
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                done = state.get("terminated") or {}
+                if done and int(done.get("exitCode") or 0) != 0:
+                    detail = (done.get("message") or done.get("reason") or "failed").strip()
+                    return f"{container} failed in pod {pod['metadata']['name']}: {detail}"[:500]
+    return None
