@@ -8,7 +8,13 @@ from typing import Any
 import yaml
 
 from secureai.api import Policy, SecureInferenceService, SecureTrainingJob, parse_workload
-from secureai.render.status import Observed, compute_status, rejected_status
+from secureai.render.status import (
+    Observed,
+    compute_status,
+    init_failure,
+    rejected_status,
+    verified_model,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = Policy.from_yaml(REPO / "examples" / "policy.yaml")
@@ -136,3 +142,37 @@ def test_missing_children_keep_the_workload_not_ready() -> None:
     assert status["phase"] == "Pending"
     assert cond(status, "Ready")["reason"] == "ChildrenMissing"
     assert "ServiceAccount/embeddings" in cond(status, "Ready")["message"]
+
+
+def _pod(name: str, terminated: dict[str, Any], where: str = "state") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "initContainerStatuses": [{"name": "model-verify", where: {"terminated": terminated}}]
+        },
+    }
+
+
+def test_model_verify_outcomes_are_read_from_pods() -> None:
+    ok = _pod(
+        "a",
+        {"exitCode": 0, "message": '{"digest": "sha256:ab", "signer_fingerprint": "sha256:cd"}'},
+    )
+    bad = _pod("b", {"exitCode": 2, "message": "secureai: w.bin: digest mismatch"}, "lastState")
+    assert verified_model([bad, ok], "model-verify") == ("sha256:ab", "sha256:cd")
+    assert verified_model([bad], "model-verify") is None
+    assert init_failure([ok], "model-verify") is None
+    reason = init_failure([ok, bad], "model-verify")
+    assert reason is not None and "pod b" in reason and "digest mismatch" in reason
+
+
+def test_lineage_and_model_failure_in_status() -> None:
+    cr = load("inference-cpu.yaml")
+    obs = Observed(
+        model_digest="sha256:ab", model_signer="sha256:cd", init_failure="model-verify failed"
+    )
+    status = compute_status(cr, POLICY, obs, None, T0)
+    assert status["lineage"]["modelDigest"] == "sha256:ab"
+    assert status["lineage"]["modelSigner"] == "sha256:cd"
+    assert status["phase"] == "Degraded"
+    assert cond(status, "Ready")["reason"] == "ModelVerificationFailed"

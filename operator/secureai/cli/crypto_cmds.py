@@ -251,13 +251,16 @@ def _model_sign(args: argparse.Namespace) -> int:
 def _model_verify(args: argparse.Namespace) -> int:
     key = _read_small(args.public_key, "public key")
     verified = verify_model(args.model, key, args.bundle)
-    _emit(
-        {
-            "digest": verified.digest,
-            "signer_fingerprint": verified.signer_fingerprint,
-            "files": verified.files,
-        }
-    )
+    result = {
+        "digest": verified.digest,
+        "signer_fingerprint": verified.signer_fingerprint,
+        "files": verified.files,
+    }
+    _emit(result)
+    if args.report:
+        # In a pod: /dev/termination-log, which the kubelet hands to the operator (lineage).
+        with open(args.report, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(result, sort_keys=True))
     return 0
 
 
@@ -288,6 +291,7 @@ def add_model_parser(
     vf.add_argument("--model", required=True, metavar="DIR")
     vf.add_argument("--public-key", required=True, metavar="FILE")
     vf.add_argument("--bundle", metavar="FILE", help="default: DIR/model.sig.json")
+    vf.add_argument("--report", metavar="FILE", help="also write the JSON result here")
     vf.set_defaults(func=_guarded(_model_verify))
     return parser
 

@@ -29,7 +29,13 @@ from secureai.render import PSS_LABELS, PolicyViolation, render
 from secureai.render.drift import differences, repaired
 from secureai.render.meta import ANNOTATION_RETAINED, LABEL_MANAGED_BY, MANAGED_BY, selector
 from secureai.render.selectors import widens
-from secureai.render.status import Observed, compute_status, init_failure, rejected_status
+from secureai.render.status import (
+    Observed,
+    compute_status,
+    init_failure,
+    rejected_status,
+    verified_model,
+)
 
 log = logging.getLogger("secureai")
 
@@ -131,6 +137,8 @@ class Reconciler:
             reason = await self.hooks.prepare(entry, desired, live)
             if reason is not None:
                 return await self._reject(entry, reason, transient=True)
+        if entry.reconciled_generation != generation:
+            entry.model_digest = entry.model_signer = None
         entry.rejected = None
         entry.rejected_by_cluster = False
         entry.desired = {(m["kind"], m["metadata"]["name"]): m for m in desired}
@@ -216,19 +224,28 @@ class Reconciler:
 
     # --- status ----------------------------------------------------------------------------
 
-    async def _init_failure(self, entry: Entry) -> str | None:
-        """For a model server that is not available, ask its pods why (model-verify)."""
+    async def _inspect_pods(self, entry: Entry) -> str | None:
+        """Ask a model server's pods what model-verify said: a failure while the Deployment
+        is not available, or the verified digest and signer once (status lineage)."""
         model = entry.model
         if model is None or isinstance(model, SecureTrainingJob):
             return None
         live = self.state.live_children(workload_key_of_cr(entry.body))
         deployment = live.get(("Deployment", entry.name))
-        st = (deployment or {}).get("status") or {}
-        if deployment is None or int(st.get("availableReplicas") or 0) >= model.spec.replicas:
+        if deployment is None:
             return None
+        st = deployment.get("status") or {}
+        available = int(st.get("availableReplicas") or 0) >= model.spec.replicas
+        if available and entry.lineage_generation == entry.generation:
+            return None
+        if available:
+            entry.lineage_generation = entry.generation
         selector_text = ",".join(f"{k}={v}" for k, v in selector(model).items())
         pods = await self.kube.list("Pod", entry.namespace, label_selector=selector_text)
-        return init_failure(pods, "model-verify")
+        verified = verified_model(pods, "model-verify")
+        if verified is not None:
+            entry.model_digest, entry.model_signer = verified
+        return None if available else init_failure(pods, "model-verify")
 
     def _observed(self, entry: Entry, failure: str | None = None) -> Observed:
         key = workload_key_of_cr(entry.body)
@@ -245,6 +262,8 @@ class Reconciler:
             drift_last_object=entry.drift_last_object,
             drift_last_change=entry.drift_last_change,
             init_failure=failure,
+            model_digest=entry.model_digest,
+            model_signer=entry.model_signer,
         )
 
     async def _write_status(self, entry: Entry) -> None:
@@ -253,7 +272,7 @@ class Reconciler:
         if entry.namespace in self.state.terminating:
             return
         previous = entry.body.get("status") or {}
-        failure = await self._init_failure(entry)
+        failure = await self._inspect_pods(entry)
         status = compute_status(
             entry.model, self.policy, self._observed(entry, failure), previous, self.clock()
         )

@@ -46,6 +46,9 @@ class Entry:
     drift_last_object: str | None = None
     drift_last_change: str | None = None
     tls_not_after: str | None = None
+    model_digest: str | None = None
+    model_signer: str | None = None
+    lineage_generation: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     status_pending: bool = False
 

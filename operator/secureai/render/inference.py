@@ -101,6 +101,8 @@ def _parts(cr: SecureInferenceService, policy: Policy) -> PodParts:
                 f"{SIGNER_DIR}/signer.pub",
                 "--bundle",
                 f"{MODEL_DIR}/{bundle}",
+                "--report",
+                "/dev/termination-log",
             ],
             [model_volume, {"name": "model-signer", "mountPath": SIGNER_DIR, "readOnly": True}],
         )

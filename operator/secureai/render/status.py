@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,4 +221,20 @@ def init_failure(pods: list[dict[str, Any]], container: str) -> str | None:
                 if done and int(done.get("exitCode") or 0) != 0:
                     detail = (done.get("message") or done.get("reason") or "failed").strip()
                     return f"{container} failed in pod {pod['metadata']['name']}: {detail}"[:500]
+    return None
+
+
+def verified_model(pods: list[dict[str, Any]], container: str) -> tuple[str, str] | None:
+    """(digest, signer fingerprint) that a successful model-verify reported, if any."""
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            done = (status.get("state") or {}).get("terminated") or {}
+            if status.get("name") != container or done.get("exitCode") != 0:
+                continue
+            try:
+                report = json.loads(done.get("message") or "")
+            except ValueError:
+                continue
+            if isinstance(report, dict) and report.get("digest"):
+                return str(report["digest"]), str(report.get("signer_fingerprint") or "")
     return None
