@@ -239,36 +239,36 @@ class ObjectMeta(Model):
     annotations: dict[str, str] | None = None
 
 
-class SecureTrainingJob(Model):
+class _CustomResource(Model):
+    """Envelope shared by both kinds: API version, metadata and status."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["secureai.dev/v1alpha1"] = Field(default="secureai.dev/v1alpha1")
+    metadata: ObjectMeta
+    status: WorkloadStatus | None = None
+
+
+class SecureTrainingJob(_CustomResource):
     """A training job hardened by construction."""
 
     KIND: ClassVar[str] = "SecureTrainingJob"
     PLURAL: ClassVar[str] = "securetrainingjobs"
     SHORT: ClassVar[str] = "stj"
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["secureai.dev/v1alpha1"] = Field(default="secureai.dev/v1alpha1")
     kind: Literal["SecureTrainingJob"] = Field(default="SecureTrainingJob")
-    metadata: ObjectMeta
     spec: SecureTrainingJobSpec
-    status: WorkloadStatus | None = None
 
 
-class SecureInferenceService(Model):
+class SecureInferenceService(_CustomResource):
     """An inference service hardened by construction."""
 
     KIND: ClassVar[str] = "SecureInferenceService"
     PLURAL: ClassVar[str] = "secureinferenceservices"
     SHORT: ClassVar[str] = "sis"
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["secureai.dev/v1alpha1"] = Field(default="secureai.dev/v1alpha1")
     kind: Literal["SecureInferenceService"] = Field(default="SecureInferenceService")
-    metadata: ObjectMeta
     spec: SecureInferenceServiceSpec
-    status: WorkloadStatus | None = None
 
 
 Workload = SecureTrainingJob | SecureInferenceService
