@@ -56,6 +56,7 @@ from bench.scenarios_proc import (  # noqa: E402
     AuditReader,
     CpuMeter,
     Profiler,
+    audit_seconds,
     audit_timestamp,
     cluster_pids,
     cpu_seconds,
@@ -213,7 +214,7 @@ class Bench:
         self.result: dict[str, Any] = {}
         self.errors: list[str] = []
         self.samples: dict[str, Any] = {}
-        self.meter = CpuMeter(cluster_pids(cluster.state_dir))
+        self.meter = CpuMeter({**cluster_pids(cluster.state_dir), "bench": os.getpid()})
         self.phase_cpu: dict[str, dict[str, float]] = {}
         self.audit = AuditReader(cluster.audit_log, needle="JTI=?")
         self.jti = ""
@@ -355,6 +356,14 @@ class Bench:
         self.result["write_rtt_ms"] = summary(floor.write_rtt_ms)
         self.result["watch_floor_timeouts"] = floor.timeouts
         self.samples["watch_floor_ms"] = [round(v, 3) for v in floor.send_to_event_ms]
+
+        log("   API server create throughput: Services (ClusterIP) vs ConfigMaps")
+        small = max(cfg.floor_writes // 10, 10)
+        self.result["api_create_rate"] = {
+            "services_serial": await sc.create_rate(api, floor_ns, "Service", small, 1),
+            "services_32": await sc.create_rate(api, floor_ns, "Service", small * 5, 32),
+            "configmaps_32": await sc.create_rate(api, floor_ns, "ConfigMap", small * 5, 32),
+        }
 
         log(f"2. drift: {cfg.drift_crs} CRs, {cfg.tampers} tampers")
         targets = []
@@ -498,6 +507,8 @@ class Bench:
         profiler = self.profile("burst", op)
         in_burst = AuditReader(self.cluster.audit_log, f'"namespace":"{self.prefix}b')
         in_burst.mark()
+        addresses = AuditReader(self.cluster.audit_log, '"resource":"ipaddresses"')
+        addresses.mark()
         t0_wall = time.time()
         res = await sc.burst(
             api,
@@ -527,6 +538,21 @@ class Bench:
             "timeout_s": cfg.burst_timeout_s,
         }
         self.result["burst"]["audit"] = sc.burst_audit(in_burst.read_new(), self.jti, t0_wall)
+        allocations = [e for e in addresses.read_new() if e.get("verb") == "create"]
+        self.result["burst"]["audit"]["ipaddress_creates"] = {
+            "count": len(allocations),
+            "by": sorted({(e.get("user") or {}).get("username", "?") for e in allocations}),
+            "latency_ms": summary(
+                [
+                    (
+                        audit_seconds(e["stageTimestamp"])
+                        - audit_seconds(e["requestReceivedTimestamp"])
+                    )
+                    * 1000
+                    for e in allocations
+                ]
+            ),
+        }
         self.samples["burst_timeline"] = res.timeline
         log(f"   burst: {res.ready}/{res.count} Ready in {res.ready_s}s")
 
@@ -615,6 +641,8 @@ class Bench:
         remaining = list(self.burst_namespaces)
         rss: dict[str, float] = {}
         detail: dict[str, Any] = {}
+        log("6. memory: the reconciler's state for these CRs, rebuilt in-process (tracemalloc)")
+        footprint = await sc.state_footprint(api, remaining, self.policy)
         for count in sorted(cfg.rss_counts, reverse=True):
             keep = remaining[: max(1, count // per_ns)]
             drop = [n for n in remaining if n not in keep]
@@ -643,11 +671,19 @@ class Bench:
             }
             log(f"   {count} CRs: RSS {rss[str(count)]} MiB")
             await self.stop_operator(op)
+        empty = self.ns("empty")
+        await self.make_namespaces(api, [empty], prereqs=False)
+        op = await self.start_operator("mem-0", [empty])
+        await self.settle(op, 0)
+        baseline = round(rss_mib(pid(op)), 1)
+        await self.stop_operator(op)
         self.result["rss_mib"] = dict(sorted(rss.items(), key=lambda kv: int(kv[0])))
         self.result["memory"] = {
             "method": "fresh operator started on the namespaces holding N CRs, RSS once it "
             "has reconciled them all and its CPU is quiet",
             "by_count": dict(sorted(detail.items(), key=lambda kv: int(kv[0]))),
+            "baseline_rss_mib": baseline,
+            "reconciler_state": footprint,
         }
 
     async def settle(self, op: OperatorProcess, count: int) -> bool:

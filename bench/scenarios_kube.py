@@ -112,6 +112,14 @@ class Api:
             result: Obj = json.loads(text) if text else {}
             return result
 
+    async def text(self, path: str, params: dict[str, str] | None = None) -> str:
+        """A GET's raw body (to parse where its allocations are measured)."""
+        async with self.session.get(self.server + path, params=params) as resp:
+            body = await resp.text()
+            if resp.status >= 400:
+                raise ApiFailure(resp.status, body[:400])
+            return body
+
     async def get(self, path: str, params: dict[str, str] | None = None) -> Obj | None:
         try:
             return await self.request("GET", path, params=params)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import gc
 import itertools
 import json
 import os
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from bench.scenarios_kube import (
 )
 from bench.scenarios_proc import audit_seconds, summary
 from secureai.api import Policy, parse_workload
+from secureai.controllers.state import Entry, State, workload_key_of_cr
 from secureai.k8s.resources import resource_of
 from secureai.render import render
 
@@ -246,6 +249,36 @@ async def floor_write(api: Api, tracker: Tracker, ns: str, out: FloorResult) -> 
     out.send_to_event_ms.append((t_event - t_send) * 1000)
     out.response_to_event_ms.append((t_event - t_resp) * 1000)
     out.write_rtt_ms.append((t_resp - t_send) * 1000)
+
+
+async def create_rate(api: Api, ns: str, kind: str, count: int, concurrency: int) -> dict[str, Any]:
+    """The API server's own create throughput for one kind (no operator involved)."""
+    gate = asyncio.Semaphore(concurrency)
+    took: list[float] = []
+    prefix = f"rate-{kind.lower()}-c{concurrency}"
+
+    def body(i: int) -> Obj:
+        meta = {"name": f"{prefix}-{i}", "namespace": ns}
+        if kind == "Service":  # type ClusterIP: the API server allocates an address
+            spec = {"ports": [{"port": 80}]}
+            return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": spec}
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "data": {"k": "v"}}
+
+    async def one(i: int) -> None:
+        async with gate:
+            start = now()
+            await api.create(body(i))
+            took.append((now() - start) * 1000)
+
+    start = now()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    seconds = now() - start
+    return {
+        "count": count,
+        "concurrency": concurrency,
+        "per_s": round(count / seconds, 1),
+        "latency_ms": summary(took),
+    }
 
 
 # --- scenario 2: drift -> revert ---------------------------------------------------------------
@@ -713,6 +746,74 @@ def burst_audit(events: list[Obj], jti: str, t0_wall: float) -> dict[str, Any]:
         "first_write_to_deployment_apply_ms": offsets(deployed, first),
         "deployment_apply_to_first_status_ms": offsets(status, deployed),
         "operator_writes_per_second": [per_second.get(i, 0) for i in range(last + 1)],
+    }
+
+
+async def state_footprint(api: Api, namespaces: list[str], policy: Policy) -> dict[str, Any]:
+    """Memory of the reconciler's state for the CRs in ``namespaces``, rebuilt in-process.
+
+    The same classes and steps as the operator (secureai.controllers.state): each CR's body,
+    parsed model and rendered children in an Entry, each live child (without managedFields)
+    remembered. Measured with tracemalloc, parsing included; kopf's and aiohttp's own
+    per-object memory is not part of it.
+    """
+    crs: list[tuple[str, str]] = []
+    children: list[tuple[str, str]] = []
+    for ns in namespaces:
+        crs.append((KIND, await api.text(path_of(KIND, ns))))
+        for kind in CHILD_KINDS:
+            params = {"labelSelector": "app.kubernetes.io/managed-by=secureai"}
+            children.append((kind, await api.text(path_of(kind, ns), params)))
+    return await asyncio.to_thread(_measure_state, crs, children, policy)
+
+
+def _measure_state(
+    crs: list[tuple[str, str]], children: list[tuple[str, str]], policy: Policy
+) -> dict[str, Any]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        state = State()
+        parts: dict[str, int] = {}
+
+        def mark(name: str, before: int) -> int:
+            now_size = tracemalloc.get_traced_memory()[0]
+            parts[name] = parts.get(name, 0) + now_size - before
+            return now_size
+
+        size = tracemalloc.get_traced_memory()[0]
+        for kind, text in crs:
+            for body in json.loads(text).get("items", []):
+                body["kind"] = kind
+                body["apiVersion"] = "secureai.dev/v1alpha1"
+                entry = Entry(body=body)
+                state.workloads[workload_key_of_cr(body)] = entry
+                size = mark("cr_bodies", size)
+                entry.model = parse_workload(body)
+                size = mark("models", size)
+                entry.desired = {
+                    (m["kind"], m["metadata"]["name"]): m for m in render(entry.model, policy)
+                }
+                size = mark("desired_children", size)
+        for kind, text in children:
+            items = json.loads(text).get("items", [])
+            for body in items:
+                body["kind"] = kind
+                state.remember_child(body)
+            del items
+            gc.collect()
+            size = mark("live_children", size)
+        total = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    count = len(state.workloads)
+    mib = 1024 * 1024
+    return {
+        "crs": count,
+        "live_children": sum(len(c) for c in state.live.values()),
+        "total_mib": round(total / mib, 1),
+        "per_cr_kib": round(total / max(count, 1) / 1024, 1),
+        "parts_mib": {k: round(v / mib, 1) for k, v in parts.items()},
     }
 
 
