@@ -11,6 +11,8 @@ samples the operator during the drift, burst and restart scenarios; `pip install
 To pin the operator code for a long run: `git archive HEAD operator | tar -x -C DIR` and
 PYTHONPATH=DIR/operator, BENCH_OPERATOR_COMMIT=<sha> (versions.operator_source records both).
 BENCH_CONFIG='{"burst": 200, ...}' overrides fields of the Config (experiments only).
+BENCH_TRACEMALLOC=1 adds a diagnostic: the operator at the largest count under tracemalloc
+(bench/scenarios_tracemalloc.py), reporting which package holds its memory.
 
 Scenarios (docs/performance.md explains the method and the figures):
   1. watch floor: a plain client patches a ConfigMap; time until a raw watch shows the write;
@@ -35,6 +37,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,10 +72,12 @@ from bench.scenarios_proc import (  # noqa: E402
     token_jti,
     versions,
 )
-from clusterkit import Cluster, ensure_cluster, release_cluster  # noqa: E402
+from clusterkit import Cluster, ensure_cluster, release_cluster, wait_for  # noqa: E402
 from operatorkit import (  # noqa: E402
+    OPERATOR_NAMESPACE,
     TEST_POLICY,
     OperatorProcess,
+    free_port,
     install_crds,
     operator_kubeconfig,
 )
@@ -221,6 +226,7 @@ class Bench:
         self.burst_namespaces: list[str] = []
         self.archive: AuditReader | None = None
         self.profiling = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+        self.tracing = os.environ.get("BENCH_TRACEMALLOC", "") not in ("", "0")
         self.profiles: dict[str, Any] = {}
 
     def ns(self, suffix: str) -> str:
@@ -671,6 +677,8 @@ class Bench:
             }
             log(f"   {count} CRs: RSS {rss[str(count)]} MiB")
             await self.stop_operator(op)
+            if self.tracing and count == max(cfg.rss_counts):
+                detail[str(count)]["tracemalloc"] = await self.traced_heap(keep, count)
         empty = self.ns("empty")
         await self.make_namespaces(api, [empty], prereqs=False)
         op = await self.start_operator("mem-0", [empty])
@@ -685,6 +693,27 @@ class Bench:
             "baseline_rss_mib": baseline,
             "reconciler_state": footprint,
         }
+
+    async def traced_heap(self, namespaces: list[str], count: int) -> dict[str, Any]:
+        """Who holds the operator's memory at `count` CRs (BENCH_TRACEMALLOC=1, diagnostic)."""
+        log(f"   tracemalloc: operator on {count} CRs")
+        op = TracedOperator(
+            self.cluster,
+            self.kubeconfig,
+            self.policy_file,
+            self.workdir / "operator-tracemalloc.log",
+            env_extra={"SECUREAI_RESYNC_SECONDS": str(self.cfg.resync_s)},
+            namespaces=tuple(namespaces),
+            trigger=self.workdir / "tracemalloc.trigger",
+            out=self.workdir / "tracemalloc.json",
+        )
+        self.operators.append(op)
+        await asyncio.to_thread(op.start)
+        await self.settle(op, count)
+        heap = await asyncio.to_thread(op.dump)
+        heap["rss_mib_under_tracemalloc"] = round(rss_mib(pid(op)), 1)
+        await self.stop_operator(op)
+        return heap
 
     async def settle(self, op: OperatorProcess, count: int) -> bool:
         """Until the operator has reconciled `count` CRs and its CPU is quiet (bounded)."""
@@ -704,6 +733,43 @@ class Bench:
             quiet = quiet + 1 if now_cpu - last < 0.03 else 0
             last = now_cpu
         return quiet >= 2
+
+
+@dataclass
+class TracedOperator(OperatorProcess):
+    """The operator under tracemalloc (bench/scenarios_tracemalloc.py): a diagnostic only."""
+
+    trigger: Path = Path()
+    out: Path = Path()
+
+    def start(self) -> TracedOperator:
+        self.health_port, self.metrics_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "SECUREAI_NAMESPACE": OPERATOR_NAMESPACE,
+            **self.env_extra,
+        }
+        args = [
+            sys.executable, "-X", "tracemalloc=12", "-m", "bench.scenarios_tracemalloc",
+            str(self.trigger), str(self.out), "run", "--policy", str(self.policy_file),
+            "--health-port", str(self.health_port), "--metrics-port", str(self.metrics_port),
+            *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
+        ]  # fmt: skip
+        with self.log_file.open("ab") as log_fh:
+            self.proc = subprocess.Popen(
+                args, env=env, stdout=log_fh, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        wait_for(self.ready, timeout=180, description="traced operator /readyz")
+        return self
+
+    def dump(self, timeout: float = 300) -> dict[str, Any]:
+        self.out.unlink(missing_ok=True)
+        self.trigger.touch()
+        wait_for(lambda: self.out.exists() and not self.trigger.exists(), timeout=timeout,
+                 description="tracemalloc dump")  # fmt: skip
+        data: dict[str, Any] = json.loads(self.out.read_text())
+        return data
 
 
 def pid(op: OperatorProcess) -> int:
