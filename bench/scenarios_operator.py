@@ -830,7 +830,3 @@ def metric_sum(text: str, name: str) -> float:
             except ValueError:
                 continue
     return total
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, default=str)
