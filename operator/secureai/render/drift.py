@@ -39,6 +39,8 @@ SECURITY_KEYS = frozenset(
         "windowsOptions",
     }
 )
+# The API server refuses unconditional updates of these; a conflict is retried instead.
+CONDITIONAL_UPDATE_KINDS = frozenset({"PodDisruptionBudget"})
 IGNORED_TOP_LEVEL = frozenset({"status", "apiVersion", "kind"})
 IGNORED_METADATA = frozenset({"namespace", "name"})
 _SUFFIXES = {
@@ -154,7 +156,8 @@ def repaired(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
     meta = dict(live.get("metadata", {}))
     meta.pop("managedFields", None)
     # Unconditional update: a concurrent status write must not make the revert conflict.
-    meta.pop("resourceVersion", None)
+    if desired["kind"] not in CONDITIONAL_UPDATE_KINDS:
+        meta.pop("resourceVersion", None)
     want_meta = desired["metadata"]
     for key in ("labels", "annotations"):
         if want_meta.get(key):
