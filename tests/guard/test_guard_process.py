@@ -117,7 +117,7 @@ async def test_rotated_certificate_served_while_inflight_request_completes(
         assert r.status == 200
         first = await r.content.readexactly(len(b"first part;"))
         assert first == b"first part;"
-        assert held.is_set()
+        assert await asyncio.to_thread(held.wait, 10)
         new = await asyncio.to_thread(guard.ca.issue, guard.cert, guard.key)
         assert new != old
         await asyncio.to_thread(
