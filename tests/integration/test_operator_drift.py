@@ -283,6 +283,19 @@ def test_scale_deployment(cluster: Cluster, served: str) -> None:
     )
 
 
+def test_raise_disruption_budget(cluster: Cluster, served: str) -> None:
+    """A PodDisruptionBudget is only updated conditionally (regression: never reverted)."""
+    ns, before = served, reverts(cluster, served)
+    cluster.kubectl("patch", "pdb", NAME, "-n", ns, "-p", '{"spec":{"maxUnavailable":2}}')
+    assert_reverted(
+        cluster,
+        ns,
+        before,
+        lambda: get_json(cluster, "pdb", NAME, "-n", ns)["spec"]["maxUnavailable"] == 1,
+        f"PodDisruptionBudget/{NAME}",
+    )
+
+
 def test_remove_namespace_label(cluster: Cluster, served: str) -> None:
     ns, before = served, reverts(cluster, served)
     cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce-")

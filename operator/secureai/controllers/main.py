@@ -32,6 +32,19 @@ log = logging.getLogger("secureai")
 RESYNC_SECONDS = float(os.environ.get("SECUREAI_RESYNC_SECONDS", "60"))
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Only `on.event` handlers here: kopf's per-event deep copy of the body is never used."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def load_policy(path: str | None) -> Policy:
     path = path or os.environ.get("SECUREAI_POLICY_FILE")
     if not path:
@@ -109,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         settings.watching.reconnect_backoff = 0.2
         settings.networking.request_timeout = 30
         settings.batching.worker_limit = None
+        settings.batching.idle_timeout = 1.0  # per-object workers end soon after a burst
+        settings.persistence.diffbase_storage = NoDiffBase()
         configure_watches(settings)
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
         await hooks.ca.ensure()  # the CA exists from the first start on

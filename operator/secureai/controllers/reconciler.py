@@ -20,6 +20,7 @@ from secureai.controllers.state import (
     State,
     WorkloadKey,
     resource_version,
+    slim,
     workload_key_of_child,
     workload_key_of_cr,
 )
@@ -43,6 +44,8 @@ NAMESPACE_MARKER = "secureai.dev/workloads"
 APPLY_FIRST = frozenset({"ServiceAccount", "NetworkPolicy", "PersistentVolumeClaim", "Secret"})
 ALERT_REASONS = frozenset({"ModelVerificationFailed", "Failed"})
 APPLY_ONLY = frozenset({"Job", "PersistentVolumeClaim"})  # immutable specs: no replace
+# Reconciles in flight at once. Reverts do not wait for these slots.
+RECONCILE_SLOTS = 16
 
 
 class Emit(Protocol):
@@ -85,6 +88,9 @@ class Reconciler:
         self.clock = clock
         self.state = State()
         self._status_tasks: dict[WorkloadKey, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(RECONCILE_SLOTS)
+        self._namespace_locks: dict[str, asyncio.Lock] = {}
+        self._phases: dict[tuple[str, str], int] = {}
 
     # --- workloads -------------------------------------------------------------------------
 
@@ -92,22 +98,27 @@ class Reconciler:
         """Record a CR event; return the entry when its spec needs reconciling."""
         key = workload_key_of_cr(body)
         if deleted:
-            self.state.workloads.pop(key, None)
-            self._update_phase_gauge()
+            self._forget(key)
             return None
         entry = self.state.workloads.get(key)
         if entry is None:
             entry = self.state.workloads[key] = Entry(body=body)
         else:
-            entry.body = body
+            entry.body = slim(body)
+        self._count_phase(entry, entry.phase)
         if entry.reconciled_generation != entry.generation:
             return entry
         return None
 
+    def _forget(self, key: WorkloadKey) -> None:
+        gone = self.state.workloads.pop(key, None)
+        if gone is not None:
+            self._count_phase(gone, None)
+
     async def reconcile(self, entry: Entry) -> None:
         kind = entry.kind
         started = time.perf_counter()
-        async with entry.lock:
+        async with self._slots, entry.lock:
             try:
                 result = await self._reconcile_locked(entry)
             except ApiError as exc:
@@ -145,15 +156,21 @@ class Reconciler:
         await self._label_namespace(entry.namespace)
         first = [m for m in desired if m["kind"] in APPLY_FIRST]
         rest = [m for m in desired if m["kind"] not in APPLY_FIRST]
+        written = 0
         for batch in (first, rest):
-            await asyncio.gather(*(self._ensure(entry, m) for m in batch))
-        await self._prune(entry)
-        if entry.reconciled_generation != generation:
+            written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
+        self.state.reproject(workload_key_of_cr(body), entry)
+        pruned = await self._prune(entry)
+        observed = int((body.get("status") or {}).get("observedGeneration") or 0)
+        if entry.reconciled_generation != generation and (
+            written or pruned or observed != generation
+        ):
             self.emit(
                 body,
                 "Normal",
                 "Reconciled",
-                f"generation {generation}: {len(desired)} children applied",
+                f"generation {generation}: {written} of {len(desired)} children applied"
+                + (f", {pruned} pruned" if pruned else ""),
             )
         entry.reconciled_generation = generation
         self._check_foreign(entry)
@@ -173,17 +190,18 @@ class Reconciler:
         await self._patch_status(entry, status)
         return "rejected"
 
-    async def _ensure(self, entry: Entry, manifest: dict[str, Any]) -> None:
+    async def _ensure(self, entry: Entry, manifest: dict[str, Any]) -> bool:
         """Apply a child unless the live copy already matches (a no-op writes nothing)."""
         key = workload_key_of_cr(entry.body)
         live = self.state.live_children(key).get((manifest["kind"], manifest["metadata"]["name"]))
         if live is not None and not differences(manifest, live):
-            return
+            return False
         result = await self._apply(manifest)
         self.state.remember_child(result)
         left = differences(manifest, result)
         if left:
             log.error("%s/%s differs right after apply: %s", manifest["kind"], key[2], left)
+        return True
 
     async def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -201,8 +219,9 @@ class Reconciler:
             await asyncio.sleep(0.2)
         return await self.kube.apply(manifest)
 
-    async def _prune(self, entry: Entry) -> None:
+    async def _prune(self, entry: Entry) -> int:
         key = workload_key_of_cr(entry.body)
+        pruned = 0
         for (kind, name), live in list(self.state.live_children(key).items()):
             if (kind, name) in entry.desired:
                 continue
@@ -211,16 +230,20 @@ class Reconciler:
             await self.kube.delete(kind, entry.namespace, name)
             self.state.live_children(key).pop((kind, name), None)
             self.emit(entry.body, "Normal", "Pruned", f"deleted {kind}/{name}: no longer rendered")
+            pruned += 1
+        return pruned
 
     async def _label_namespace(self, namespace: str) -> None:
         if not self.policy.pod_security_labels:
             return
         want = {**PSS_LABELS, NAMESPACE_MARKER: "true"}
-        have = self.state.namespaces.get(namespace)
-        if have is not None and all(have.get(k) == v for k, v in want.items()):
-            return
-        await self.kube.apply_namespace_labels(namespace, want)
-        self.state.namespaces[namespace] = {**(have or {}), **want}
+        # Reconciles in a fresh namespace would each label it: the first one does.
+        async with self._namespace_locks.setdefault(namespace, asyncio.Lock()):
+            have = self.state.namespaces.get(namespace)
+            if have is not None and all(have.get(k) == v for k, v in want.items()):
+                return
+            await self.kube.apply_namespace_labels(namespace, want)
+            self.state.namespaces[namespace] = {**(have or {}), **want}
 
     # --- status ----------------------------------------------------------------------------
 
@@ -304,8 +327,8 @@ class Reconciler:
                 return
             raise
         if resource_version(result) >= resource_version(entry.body):
-            entry.body = result
-        self._update_phase_gauge()
+            entry.body = slim(result)
+        self._count_phase(entry, entry.phase)
 
     def schedule_status(self, key: WorkloadKey) -> None:
         """Coalesce status refreshes that bursts of child events would trigger."""
@@ -325,14 +348,16 @@ class Reconciler:
             except ApiError as exc:
                 log.warning("status of %s/%s: %s", entry.namespace, entry.name, exc)
 
-    def _update_phase_gauge(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for entry in self.state.workloads.values():
-            phase = (entry.body.get("status") or {}).get("phase") or "Pending"
-            counts[(entry.kind, phase)] = counts.get((entry.kind, phase), 0) + 1
-        metrics.WORKLOADS.clear()
-        for (kind, phase), count in counts.items():
-            metrics.WORKLOADS.labels(kind, phase).set(count)
+    def _count_phase(self, entry: Entry, phase: str | None) -> None:
+        """Move the workload between the per-phase gauges (O(1) per status write)."""
+        if entry.counted_phase == phase:
+            return
+        for old, step in ((entry.counted_phase, -1), (phase, 1)):
+            if old is not None:
+                label = (entry.kind, old)
+                self._phases[label] = self._phases.get(label, 0) + step
+                metrics.WORKLOADS.labels(*label).set(self._phases[label])
+        entry.counted_phase = phase
 
     # --- drift -----------------------------------------------------------------------------
 
@@ -368,7 +393,7 @@ class Reconciler:
             owner = await self.kube.request("GET", resource.path(entry.namespace, entry.name))
         except ApiError as exc:
             if exc.status == 404:
-                self.state.workloads.pop(workload_key_of_cr(entry.body), None)
+                self._forget(workload_key_of_cr(entry.body))
                 return False
             raise
         meta = owner.get("metadata", {})

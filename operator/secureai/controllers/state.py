@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secureai.api import Workload
+from secureai.render.drift import projected
 from secureai.render.meta import LABEL_KIND, LABEL_WORKLOAD
 
 WorkloadKey = tuple[str, str, str]  # (kind label: training|inference, namespace, name)
@@ -51,6 +52,27 @@ class Entry:
     lineage_generation: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     status_pending: bool = False
+    counted_phase: str | None = None
+
+    def __post_init__(self) -> None:
+        self.body = slim(self.body)
+        self.resume_drift()
+
+    def resume_drift(self) -> None:
+        """Carry the drift history over from status written by an earlier process."""
+        status = self.body.get("status") or {}
+        drift = status.get("drift") or {}
+        self.drift_total = int(drift.get("revertsTotal") or 0)
+        self.drift_last_time = drift.get("lastRevertTime")
+        self.drift_last_object = drift.get("lastObject")
+        for cond in status.get("conditions") or []:
+            prefix = f"reverted {self.drift_last_object}: "
+            if cond.get("type") == "Drift" and str(cond.get("message", "")).startswith(prefix):
+                self.drift_last_change = cond["message"][len(prefix) :]
+
+    @property
+    def phase(self) -> str:
+        return str((self.body.get("status") or {}).get("phase") or "Pending")
 
     @property
     def generation(self) -> int:
@@ -103,13 +125,26 @@ class State:
         children = self.live_children(key)
         known = children.get(child)
         if known is None or resource_version(body) >= resource_version(known):
-            children[child] = slim(body)
+            entry = self.workloads.get(key)
+            desired = entry.desired.get(child) if entry is not None else None
+            children[child] = slim(body) if desired is None else projected(desired, body)
         return key
+
+    def reproject(self, key: WorkloadKey, entry: Entry) -> None:
+        """Shrink stored live copies to what the current desired children compare."""
+        children = self.live_children(key)
+        for child, body in children.items():
+            desired = entry.desired.get(child)
+            if desired is not None:
+                children[child] = projected(desired, body)
 
     def forget_child(self, body: dict[str, Any]) -> WorkloadKey | None:
         key = workload_key_of_child(body)
         if key is not None:
-            self.live_children(key).pop((body["kind"], body["metadata"]["name"]), None)
+            children = self.live_children(key)
+            children.pop((body["kind"], body["metadata"]["name"]), None)
+            if not children and key not in self.workloads:
+                del self.live[key]
         return key
 
     def in_namespace(self, namespace: str) -> list[Entry]:

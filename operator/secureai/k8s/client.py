@@ -75,7 +75,7 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
 class KubeClient:
     """The only code that talks to the API server."""
 
-    def __init__(self, credentials: Credentials, *, pool_size: int = 32) -> None:
+    def __init__(self, credentials: Credentials, *, pool_size: int = 64) -> None:
         self._creds = credentials
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
@@ -108,8 +108,11 @@ class KubeClient:
             connector = aiohttp.TCPConnector(
                 limit=self._pool_size, ssl=self._creds.ssl_context, keepalive_timeout=60
             )
+            # No `connect` or `total`: those include the wait for a pooled connection,
+            # which a burst makes long without anything being wrong.
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=30, connect=5)
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30),
             )
         return self._session
 

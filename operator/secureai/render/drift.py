@@ -39,6 +39,8 @@ SECURITY_KEYS = frozenset(
         "windowsOptions",
     }
 )
+# Kept in a stored live copy although never rendered: a Service revert must keep its address.
+PRESERVED_KEYS = frozenset({"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"})
 # The API server refuses unconditional updates of these; a conflict is retried instead.
 CONDITIONAL_UPDATE_KINDS = frozenset({"PodDisruptionBudget"})
 IGNORED_TOP_LEVEL = frozenset({"status", "apiVersion", "kind"})
@@ -173,3 +175,42 @@ def repaired(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
                 spec[key] = live["spec"][key]
         body["spec"] = spec
     return body
+
+
+def _project(want: Any, got: Any) -> Any:
+    if isinstance(want, dict) and isinstance(got, dict):
+        return {
+            key: _project(want[key], value) if key in want else value
+            for key, value in got.items()
+            if key in want or key in SECURITY_KEYS or key in PRESERVED_KEYS
+        }
+    if isinstance(want, list) and isinstance(got, list):
+        names = [_name_of(i) for i in want]
+        if want and all(names) and all(_name_of(i) for i in got):
+            by_name = dict(zip(names, want, strict=True))
+            return [
+                _project(by_name[name], item) if (name := _name_of(item)) in by_name else item
+                for item in got
+            ]
+        if len(want) == len(got):
+            return [_project(a, b) for a, b in zip(want, got, strict=True)]
+    return got
+
+
+def projected(desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """The part of `live` that `differences` and `repaired` read, plus metadata and status.
+
+    Defaults the API server fills in are dropped, so a stored copy stays small while
+    `differences(desired, projected(desired, live)) == differences(desired, live)`.
+    """
+    out: dict[str, Any] = {}
+    for key, value in live.items():
+        if key == "metadata" and isinstance(value, dict):
+            out[key] = {k: v for k, v in value.items() if k != "managedFields"}
+        elif key in IGNORED_TOP_LEVEL:
+            out[key] = value
+        elif key in desired:
+            out[key] = _project(desired[key], value)
+        elif key in SECURITY_KEYS:
+            out[key] = value
+    return out
