@@ -14,6 +14,7 @@ import pytest
 
 from clusterkit import Cluster, cluster_ready, wait_for
 from operatorkit import (
+    OPERATOR_USER,
     TEST_NAMESPACES,
     OperatorProcess,
     apply_yaml,
@@ -168,3 +169,73 @@ def test_watches_recover_after_apiserver_restart(
         timeout=30,
         description="deleted Service recreated after the restart",
     )
+
+
+def operator_writes(cluster: Cluster, namespace: str) -> list[str]:
+    """Write requests (Events included) the operator made in `namespace`."""
+    return [
+        f"{e.get('verb')} {e.get('requestURI')}"
+        for e in cluster.audit_events(
+            lambda e: (
+                e.get("user", {}).get("username") == OPERATOR_USER
+                and e.get("verb") in ("create", "update", "patch", "delete")
+                and e.get("stage") == "ResponseComplete"
+                and f"/namespaces/{namespace}/" in e.get("requestURI", "")
+            )
+        )
+    ]
+
+
+def resyncs(operator: OperatorProcess) -> float:
+    for line in operator.metrics().splitlines():
+        if line.startswith("secureai_resyncs_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def quiet_over_a_resync(cluster: Cluster, operator: OperatorProcess, namespace: str) -> bool:
+    before, count = len(operator_writes(cluster, namespace)), resyncs(operator)
+    wait_for(lambda: resyncs(operator) > count, timeout=30, description="a resync")
+    return len(operator_writes(cluster, namespace)) == before
+
+
+def test_restart_in_sync_writes_nothing_and_keeps_drift_history(
+    cluster: Cluster,
+    served: tuple[str, OperatorProcess],
+    kubeconfig: Path,
+    policy_file: Path,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Regression: a restart posted a Reconciled Event per CR and reset status.drift."""
+    name, first = served
+    cluster.kubectl(
+        "patch",
+        "serviceaccount",
+        name,
+        "-n",
+        namespace,
+        "-p",
+        '{"automountServiceAccountToken":true}',
+    )
+
+    def drift() -> dict[str, Any]:
+        return dict(get_json(cluster, "sis", name, "-n", namespace)["status"]["drift"])
+
+    wait_for(lambda: drift()["revertsTotal"] == 1, timeout=15, description="the revert counted")
+    wait_for(
+        lambda: quiet_over_a_resync(cluster, first, namespace),
+        timeout=120,
+        interval=0,
+        description="a quiet operator",
+    )
+    recorded = drift()
+    first.stop()
+    writes = operator_writes(cluster, namespace)
+    second = new_operator(cluster, kubeconfig, policy_file, tmp_path).start()
+    try:
+        wait_for(lambda: resyncs(second) >= 2, timeout=30, description="two resyncs")
+        assert operator_writes(cluster, namespace)[len(writes) :] == []
+        assert drift() == recorded
+    finally:
+        second.stop()
