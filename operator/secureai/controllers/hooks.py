@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ class ClusterHooks:
         self,
         entry: Entry,
         desired: list[dict[str, Any]],
-        live: dict[ChildKey, dict[str, Any]],
+        live: Mapping[ChildKey, dict[str, Any]],
     ) -> str | None:
         model = entry.model
         if isinstance(model, SecureTrainingJob):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -59,7 +59,7 @@ class Hooks(Protocol):
         self,
         entry: Entry,
         desired: list[dict[str, Any]],
-        live: dict[ChildKey, dict[str, Any]],
+        live: Mapping[ChildKey, dict[str, Any]],
     ) -> str | None:
         """Fill secrets and check the cluster; return a rejection reason or None."""
 
@@ -319,6 +319,12 @@ class Reconciler:
         patch: dict[str, Any] = dict(status)
         for key in previous.keys() - status.keys():
             patch[key] = None
+        log.info(
+            "status of %s/%s: %s",
+            entry.namespace,
+            entry.name,
+            ", ".join(_changed(previous, status)),
+        )
         resource = WORKLOAD_RESOURCES[entry.kind]
         try:
             result = await self.kube.patch_status(resource, entry.namespace, entry.name, patch)
@@ -378,8 +384,8 @@ class Reconciler:
                 if await self._owner_alive(entry):
                     await self._revert(entry, desired, None, ["deleted"], started)
             else:
-                live = self.state.live_children(key).get(child, body)
-                if resource_version(live) <= resource_version(body):
+                stored = self.state.live_children(key).version(child)
+                if stored is None or stored <= resource_version(body):
                     diffs = differences(desired, body)
                     if diffs:
                         await self._revert(entry, desired, body, diffs, started)
@@ -593,6 +599,19 @@ class Reconciler:
 
 def slim_policy(body: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": body.get("metadata", {}), "spec": body.get("spec", {})}
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Which status fields (and condition types) a write changes, for the log."""
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    out = [k for k in keys if k != "conditions"]
+    if "conditions" in keys:
+        old = {c.get("type"): c for c in before.get("conditions") or []}
+        new = {c.get("type"): c for c in after.get("conditions") or []}
+        out += [
+            f"conditions.{t}" for t in sorted(old.keys() | new.keys()) if old.get(t) != new.get(t)
+        ]
+    return out
 
 
 def _ready(status: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,16 +107,56 @@ def workload_key_of_child(body: dict[str, Any]) -> WorkloadKey | None:
     return (kind, meta.get("namespace", ""), name)
 
 
+class LiveChildren(MutableMapping[ChildKey, dict[str, Any]]):
+    """A workload's live children, each kept as compact JSON text.
+
+    A parsed body costs several times its JSON size in Python objects; reads are rare
+    (status, resync), so each is decoded on access. Callers get a fresh dict every time.
+    """
+
+    def __init__(self) -> None:
+        self._text: dict[ChildKey, str] = {}
+        self._versions: dict[ChildKey, int] = {}
+
+    def version(self, key: ChildKey) -> int | None:
+        """The stored copy's resourceVersion, without decoding it."""
+        return self._versions.get(key)
+
+    def __getitem__(self, key: ChildKey) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self._text[key])
+        return body
+
+    def __setitem__(self, key: ChildKey, body: dict[str, Any]) -> None:
+        self._text[key] = json.dumps(body, separators=(",", ":"))
+        self._versions[key] = resource_version(body)
+
+    def __delitem__(self, key: ChildKey) -> None:
+        del self._text[key]
+        del self._versions[key]
+
+    def __iter__(self) -> Iterator[ChildKey]:
+        return iter(self._text)
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._text
+
+
 @dataclass
 class State:
     workloads: dict[WorkloadKey, Entry] = field(default_factory=dict)
-    live: dict[WorkloadKey, dict[ChildKey, dict[str, Any]]] = field(default_factory=dict)
+    live: dict[WorkloadKey, LiveChildren] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     terminating: set[str] = field(default_factory=set)
     foreign_policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
-    def live_children(self, key: WorkloadKey) -> dict[ChildKey, dict[str, Any]]:
-        return self.live.setdefault(key, {})
+    def live_children(self, key: WorkloadKey) -> LiveChildren:
+        children = self.live.get(key)
+        if children is None:
+            children = self.live[key] = LiveChildren()
+        return children
 
     def remember_child(self, body: dict[str, Any]) -> WorkloadKey | None:
         """Store a child seen by a watch or returned by a write; newer versions win."""
@@ -123,8 +165,8 @@ class State:
             return None
         child = (body["kind"], body["metadata"]["name"])
         children = self.live_children(key)
-        known = children.get(child)
-        if known is None or resource_version(body) >= resource_version(known):
+        known = children.version(child)
+        if known is None or resource_version(body) >= known:
             entry = self.workloads.get(key)
             desired = entry.desired.get(child) if entry is not None else None
             children[child] = slim(body) if desired is None else projected(desired, body)
@@ -133,7 +175,7 @@ class State:
     def reproject(self, key: WorkloadKey, entry: Entry) -> None:
         """Shrink stored live copies to what the current desired children compare."""
         children = self.live_children(key)
-        for child, body in children.items():
+        for child, body in list(children.items()):
             desired = entry.desired.get(child)
             if desired is not None:
                 children[child] = projected(desired, body)
