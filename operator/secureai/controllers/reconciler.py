@@ -482,7 +482,10 @@ class Reconciler:
             return False
         key = workload_key_of_child(body)
         entry = self.state.workloads.get(key) if key is not None else None
-        return entry is None or (body["kind"], body["metadata"]["name"]) in entry.desired
+        # Before its first render a workload's children are unknown: a forgery is pruned then.
+        if entry is None or not entry.desired:
+            return True
+        return (body["kind"], body["metadata"]["name"]) in entry.desired
 
     # --- namespaces and foreign network policies --------------------------------------------
 
