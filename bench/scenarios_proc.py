@@ -159,28 +159,53 @@ class AuditReader:
     """Incremental reader of the API server's JSON audit log (writes only, per its policy).
 
     Keeps the lines that contain ``needle``: the operator token's credential id
-    (``JTI=...``), or a namespace name.
+    (``JTI=...``), or a namespace name. Follows the API server's log rotation
+    (``--audit-log-maxsize``): the rest of the rotated file is read before the new one.
     """
 
     path: Path
     needle: str
     offset: int = 0
+    inode: int = 0
 
     def mark(self) -> None:
-        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        if self.path.exists():
+            st = self.path.stat()
+            self.offset, self.inode = st.st_size, st.st_ino
+        else:
+            self.offset, self.inode = 0, 0
+
+    def _rotated_to(self) -> Path | None:
+        """The file that now holds the inode being read, if the log was rotated away."""
+        for candidate in self.path.parent.glob(self.path.stem + "-*" + self.path.suffix):
+            if candidate.stat().st_ino == self.inode:
+                return candidate
+        return None
+
+    def _read_from(self, path: Path) -> bytes:
+        with path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1  # a line being written stays for the next read
+        self.offset += end
+        return data[:end]
 
     def read_new(self) -> list[dict[str, Any]]:
         """Matching events appended since the last mark/read."""
         if not self.path.exists():
             return []
+        data = b""
+        inode = self.path.stat().st_ino
+        if self.inode and inode != self.inode:
+            rotated = self._rotated_to()
+            if rotated is not None:
+                data += self._read_from(rotated)
+            self.offset = 0
+        self.inode = inode
+        data += self._read_from(self.path)
         needle = self.needle.encode()
         out = []
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1  # a line being written stays for the next read
-        self.offset += end
-        for line in data[:end].splitlines():
+        for line in data.splitlines():
             if needle not in line:
                 continue
             try:
