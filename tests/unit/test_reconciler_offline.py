@@ -102,3 +102,40 @@ def test_drift_history_resumes_from_status() -> None:
         "spec.selector: changed",
     )
     assert "managedFields" not in entry.body["metadata"]
+
+
+class NamespaceApi:
+    """Answers only namespace label writes, with increasing resourceVersions."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    async def apply_namespace_labels(self, namespace: str, labels: dict[str, str]) -> Any:
+        self.writes += 1
+        version = str(10 * self.writes)
+        return {"metadata": {"name": namespace, "resourceVersion": version, "labels": labels}}
+
+
+def test_stale_namespace_event_is_not_drift() -> None:
+    """Regression: the watch delivered the namespace as it was before the operator's own
+    label write, and every workload in it got a false DriftReverted Event."""
+    events: list[str] = []
+    api = NamespaceApi()
+    r = Reconciler(
+        cast(KubeClient, api), POLICY, lambda body, type, reason, message: events.append(reason)
+    )
+
+    async def run() -> None:
+        entry = r.observe_workload(workload())
+        assert entry is not None
+        entry.desired = {
+            (m["kind"], m["metadata"]["name"]): m
+            for m in render(parse_workload(entry.body), POLICY)
+        }
+        await r._label_namespace("ml")
+        await r.on_namespace({"metadata": {"name": "ml", "resourceVersion": "9", "labels": {}}})
+        assert (api.writes, events) == (1, [])
+        await r.on_namespace({"metadata": {"name": "ml", "resourceVersion": "11", "labels": {}}})
+        assert (api.writes, events) == (2, ["DriftReverted"])
+
+    asyncio.run(run())

@@ -90,6 +90,7 @@ class Reconciler:
         self._status_tasks: dict[WorkloadKey, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(RECONCILE_SLOTS)
         self._namespace_locks: dict[str, asyncio.Lock] = {}
+        self._namespace_versions: dict[str, int] = {}
         self._phases: dict[tuple[str, str], int] = {}
 
     # --- workloads -------------------------------------------------------------------------
@@ -242,7 +243,8 @@ class Reconciler:
             have = self.state.namespaces.get(namespace)
             if have is not None and all(have.get(k) == v for k, v in want.items()):
                 return
-            await self.kube.apply_namespace_labels(namespace, want)
+            result = await self.kube.apply_namespace_labels(namespace, want)
+            self._namespace_versions[namespace] = resource_version(result)
             self.state.namespaces[namespace] = {**(have or {}), **want}
 
     # --- status ----------------------------------------------------------------------------
@@ -491,6 +493,8 @@ class Reconciler:
 
     async def on_namespace(self, body: dict[str, Any], deleted: bool = False) -> None:
         name = body["metadata"]["name"]
+        if not deleted and resource_version(body) < self._namespace_versions.get(name, 0):
+            return  # older than our own label write: the watch is catching up
         labels = body["metadata"].get("labels") or {}
         self.state.namespaces[name] = dict(labels)
         if deleted or (body.get("status") or {}).get("phase") == "Terminating":
@@ -505,7 +509,10 @@ class Reconciler:
         if not entries or not missing:
             return
         started = time.perf_counter()
-        await self.kube.apply_namespace_labels(name, {**PSS_LABELS, NAMESPACE_MARKER: "true"})
+        result = await self.kube.apply_namespace_labels(
+            name, {**PSS_LABELS, NAMESPACE_MARKER: "true"}
+        )
+        self._namespace_versions[name] = resource_version(result)
         self.state.namespaces[name] = {**labels, **PSS_LABELS, NAMESPACE_MARKER: "true"}
         change = ", ".join(f"metadata.labels.{k}: changed" for k in missing)
         self._record_revert(entries[0], f"Namespace/{name}", [change], started)

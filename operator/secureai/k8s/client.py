@@ -225,8 +225,10 @@ class KubeClient:
             content_type=MERGE_CONTENT_TYPE,
         )
 
-    async def apply_namespace_labels(self, namespace: str, labels: dict[str, str]) -> None:
-        await self.request(
+    async def apply_namespace_labels(
+        self, namespace: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        return await self.request(
             "PATCH",
             NAMESPACE.path(None, namespace),
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
