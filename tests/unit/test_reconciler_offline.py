@@ -139,3 +139,27 @@ def test_stale_namespace_event_is_not_drift() -> None:
         assert (api.writes, events) == (2, ["DriftReverted"])
 
     asyncio.run(run())
+
+
+def test_relist_adopts_only_workloads_the_watch_missed() -> None:
+    """The resync's relist reconciles a workload no event brought, and nothing it knows."""
+    r = reconciler()
+    seen: list[str] = []
+
+    async def record(entry: Any) -> None:
+        seen.append(entry.name)
+        entry.reconciled_generation = entry.generation
+
+    r.reconcile = record  # type: ignore[method-assign]
+
+    async def run() -> None:
+        known = workload()
+        r.observe_workload(known)
+        r.state.workloads[next(iter(r.state.workloads))].reconciled_generation = 1
+        missed = workload()
+        missed["metadata"] = {**missed["metadata"], "name": "missed", "uid": "u-2"}
+        assert await r.adopt_missed([known, missed]) == 1
+        assert seen == ["missed"]
+        assert await r.adopt_missed([known, missed]) == 0
+
+    asyncio.run(run())

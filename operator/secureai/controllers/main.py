@@ -24,7 +24,7 @@ from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.client import ApiError, KubeClient, load_credentials
-from secureai.k8s.resources import CHILD_RESOURCES
+from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("secureai")
@@ -60,13 +60,7 @@ async def warm_caches(reconciler: Reconciler, patterns: list[str] | None) -> Non
     """
     for body in await reconciler.kube.list("Namespace"):
         await reconciler.on_namespace(body)
-    scopes: list[str | None] = [None]
-    if patterns:
-        scopes = [
-            ns
-            for ns in sorted(reconciler.state.namespaces)
-            if any(fnmatch.fnmatchcase(ns, p) for p in patterns)
-        ]
+    scopes = watched_scopes(reconciler, patterns)
     managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     for scope in scopes:
         for kind in CHILD_RESOURCES:
@@ -76,10 +70,34 @@ async def warm_caches(reconciler: Reconciler, patterns: list[str] | None) -> Non
                 await reconciler.on_watch_event(body, deleted=False)
 
 
-async def resync_forever(reconciler: Reconciler, period: float) -> None:
+def watched_scopes(reconciler: Reconciler, patterns: list[str] | None) -> list[str | None]:
+    """Namespaces to list in: all (None), or those matching the watched patterns."""
+    if not patterns:
+        return [None]
+    return [
+        ns
+        for ns in sorted(reconciler.state.namespaces)
+        if ns not in reconciler.state.terminating
+        and any(fnmatch.fnmatchcase(ns, p) for p in patterns)
+    ]
+
+
+async def relist_workloads(reconciler: Reconciler, patterns: list[str] | None) -> int:
+    """The safety net under the watches: a workload whose event was missed is still found."""
+    bodies: list[dict[str, Any]] = []
+    for scope in watched_scopes(reconciler, patterns):
+        for kind in WORKLOAD_RESOURCES:
+            for body in await reconciler.kube.list(kind, scope):
+                body.setdefault("kind", kind)
+                bodies.append(body)
+    return await reconciler.adopt_missed(bodies)
+
+
+async def resync_forever(reconciler: Reconciler, period: float, patterns: list[str] | None) -> None:
     while True:
         await asyncio.sleep(period)
         try:
+            await relist_workloads(reconciler, patterns)
             writes = await reconciler.resync()
             metrics.RESYNCS.inc()
             log.debug("resync done, %d writes", writes)
@@ -128,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
         await hooks.ca.ensure()  # the CA exists from the first start on
         await warm_caches(reconciler, args.namespace)
-        background.append(asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS)))
+        background.append(
+            asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
+        )
         ready.set()
 
     @kopf.on.cleanup(registry=registry)

@@ -571,6 +571,24 @@ class Reconciler:
 
     # --- resync ----------------------------------------------------------------------------
 
+    async def adopt_missed(self, bodies: list[dict[str, Any]]) -> int:
+        """Reconcile listed workloads that no watch event brought (or brought stale)."""
+        adopted = 0
+        for body in bodies:
+            known = self.state.workloads.get(workload_key_of_cr(body))
+            if known is not None and resource_version(known.body) >= resource_version(body):
+                continue
+            entry = self.observe_workload(body)
+            if entry is None:
+                continue
+            adopted += 1
+            log.info("resync found %s/%s unreconciled", entry.namespace, entry.name)
+            try:
+                await self.reconcile(entry)
+            except ApiError:
+                continue  # logged with an Event by reconcile(); the next resync retries
+        return adopted
+
     async def resync(self) -> int:
         """Compare every child with its desired state; write only where they differ."""
         writes = 0
