@@ -278,5 +278,38 @@ def model_prereqs(cluster: Cluster, namespace: str, claims: list[str]) -> None:
     apply_yaml(cluster, docs)
 
 
+def operator_writes(cluster: Cluster, namespace: str, *, events: bool = True) -> list[str]:
+    """Write requests the test operator made in `namespace`, from the audit log."""
+    return [
+        f"{e.get('verb')} {e.get('requestURI')}"
+        for e in cluster.audit_events(
+            lambda e: (
+                e.get("user", {}).get("username") == OPERATOR_USER
+                and e.get("verb") in ("create", "update", "patch", "delete")
+                and e.get("stage") == "ResponseComplete"
+                and (events or "/events" not in e.get("requestURI", ""))
+                and f"/namespaces/{namespace}/" in e.get("requestURI", "")
+            )
+        )
+    ]
+
+
+def resyncs(operator: OperatorProcess) -> float:
+    """Completed periodic resyncs, from the operator's /metrics."""
+    for line in operator.metrics().splitlines():
+        if line.startswith("secureai_resyncs_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def quiet_over_a_resync(
+    cluster: Cluster, operator: OperatorProcess, namespace: str, *, events: bool = True
+) -> bool:
+    """Whether the operator wrote nothing in `namespace` while one resync ran."""
+    before, count = len(operator_writes(cluster, namespace, events=events)), resyncs(operator)
+    wait_for(lambda: resyncs(operator) > count, timeout=30, description="a resync")
+    return len(operator_writes(cluster, namespace, events=events)) == before
+
+
 def now() -> float:
     return time.monotonic()

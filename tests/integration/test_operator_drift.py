@@ -11,13 +11,15 @@ import pytest
 
 from clusterkit import Cluster, wait_for
 from operatorkit import (
-    OPERATOR_USER,
     OperatorProcess,
     apply_yaml,
     condition,
     example,
     get_json,
     model_prereqs,
+    operator_writes,
+    quiet_over_a_resync,
+    resyncs,
     wait_ready,
 )
 
@@ -349,39 +351,19 @@ def test_resync_of_unchanged_objects_writes_nothing(
 ) -> None:
     """Once the cluster has settled, two full resyncs write nothing at all."""
 
-    def operator_writes() -> list[str]:
-        return [
-            f"{e.get('verb')} {e.get('requestURI')}"
-            for e in cluster.audit_events(
-                lambda e: (
-                    e.get("user", {}).get("username") == OPERATOR_USER
-                    and e.get("verb") in ("create", "update", "patch", "delete")
-                    and e.get("stage") == "ResponseComplete"
-                    and "/events" not in e.get("requestURI", "")
-                    and f"/namespaces/{served}/" in e.get("requestURI", "")
-                )
-            )
-        ]
+    def writes() -> list[str]:
+        return operator_writes(cluster, served, events=False)
 
     def settled_over_one_resync() -> bool:
         # Earlier tampers leave pods terminating and status catching up: wait that out.
-        before, count = len(operator_writes()), resyncs(operator)
-        wait_for(lambda: resyncs(operator) > count, timeout=30, description="a resync")
-        return len(operator_writes()) == before
+        return quiet_over_a_resync(cluster, operator, served, events=False)
 
     wait_ready(cluster, "sis", served, NAME)
     try:
         wait_for(settled_over_one_resync, timeout=120, interval=0, description="a quiet cluster")
     except TimeoutError as exc:
-        raise AssertionError(f"the operator kept writing: {operator_writes()[-10:]}") from exc
-    start = operator_writes()
+        raise AssertionError(f"the operator kept writing: {writes()[-10:]}") from exc
+    start = writes()
     first = resyncs(operator)
     wait_for(lambda: resyncs(operator) >= first + 2, timeout=30, description="two resyncs")
-    assert operator_writes()[len(start) :] == []
-
-
-def resyncs(operator: OperatorProcess) -> float:
-    for line in operator.metrics().splitlines():
-        if line.startswith("secureai_resyncs_total "):
-            return float(line.split()[1])
-    return 0.0
+    assert writes()[len(start) :] == []

@@ -14,7 +14,6 @@ import pytest
 
 from clusterkit import Cluster, cluster_ready, wait_for
 from operatorkit import (
-    OPERATOR_USER,
     TEST_NAMESPACES,
     OperatorProcess,
     apply_yaml,
@@ -22,6 +21,9 @@ from operatorkit import (
     get_json,
     model_prereqs,
     operator_kubeconfig,
+    operator_writes,
+    quiet_over_a_resync,
+    resyncs,
     wait_ready,
 )
 
@@ -169,34 +171,6 @@ def test_watches_recover_after_apiserver_restart(
         timeout=30,
         description="deleted Service recreated after the restart",
     )
-
-
-def operator_writes(cluster: Cluster, namespace: str) -> list[str]:
-    """Write requests (Events included) the operator made in `namespace`."""
-    return [
-        f"{e.get('verb')} {e.get('requestURI')}"
-        for e in cluster.audit_events(
-            lambda e: (
-                e.get("user", {}).get("username") == OPERATOR_USER
-                and e.get("verb") in ("create", "update", "patch", "delete")
-                and e.get("stage") == "ResponseComplete"
-                and f"/namespaces/{namespace}/" in e.get("requestURI", "")
-            )
-        )
-    ]
-
-
-def resyncs(operator: OperatorProcess) -> float:
-    for line in operator.metrics().splitlines():
-        if line.startswith("secureai_resyncs_total "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def quiet_over_a_resync(cluster: Cluster, operator: OperatorProcess, namespace: str) -> bool:
-    before, count = len(operator_writes(cluster, namespace)), resyncs(operator)
-    wait_for(lambda: resyncs(operator) > count, timeout=30, description="a resync")
-    return len(operator_writes(cluster, namespace)) == before
 
 
 def test_restart_in_sync_writes_nothing_and_keeps_drift_history(
