@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from secureai.guard.config import ConfigError, parse_config
 from secureai.guard.jsonredact import redact_json_text
 from secureai.guard.proxy import DenyList, RateLimiter, server_context
-from secureai.guard.redact import Redactor, iban_ok, luhn_ok
 from secureai.guard.stream import (
     ByteStream,
     JsonDocument,
@@ -27,6 +26,7 @@ from secureai.guard.stream import (
     TextStream,
     body_filter,
 )
+from secureai.pii import Redactor, iban_ok, luhn_ok
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "guard_corpus.jsonl"
 CUSTOM = [("employee_id", "EMP-[0-9]{6}")]

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import TextIO
 
-from secureai.guard.redact import Redactor
+from secureai.pii import Redactor
 
 MAX_PATH_CHARS = 256
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from secureai.guard.redact import pattern_max_width
+from secureai.pii import pattern_max_width
 
 RedactType = Literal["email", "phone", "payment_card", "us_ssn", "ip_address", "iban", "secret"]
 BUILTIN_TYPES: tuple[RedactType, ...] = (

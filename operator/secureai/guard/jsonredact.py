@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from secureai.guard.redact import Redactor
+from secureai.pii import Redactor
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*+"', re.S)
 

@@ -35,8 +35,8 @@ from yarl import URL
 from secureai.guard.audit import AuditLog, ClientHasher
 from secureai.guard.config import GuardConfig
 from secureai.guard.metrics import CONTENT_TYPE, GuardMetrics
-from secureai.guard.redact import Redactor
 from secureai.guard.stream import BodyFilter, StreamError, body_filter
+from secureai.pii import Redactor
 
 log = logging.getLogger("secureai.guard")
 

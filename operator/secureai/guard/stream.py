@@ -15,9 +15,8 @@ import re
 from typing import Any, Protocol
 
 from secureai.guard.jsonredact import redact_json_bytes
-from secureai.guard.redact import Redactor, apply
+from secureai.pii import Redactor, StreamScanner, apply_segment
 
-CONTEXT_CHARS = 64  # emitted text kept as look-behind context for the next scan
 MAX_EVENT_BYTES = 1 << 20
 
 # Fields of streamed JSON events whose string values are fragments of one growing text.
@@ -53,57 +52,21 @@ class BodyFilter(Protocol):
 class TextStream:
     """Incremental redaction of a text that arrives in pieces."""
 
-    __slots__ = ("_buf", "_counts", "_pos", "_r")
+    __slots__ = ("_counts", "_scan")
 
     def __init__(self, redactor: Redactor, counts: dict[str, int]) -> None:
-        self._r = redactor
+        self._scan = StreamScanner(redactor)
         self._counts = counts
-        self._buf = ""
-        self._pos = 0
 
     @property
     def pending(self) -> int:
-        return len(self._buf) - self._pos
+        return self._scan.pending
 
     def feed(self, chunk: str) -> str:
-        if not chunk:
-            return ""
-        buf = self._buf + chunk
-        pos = self._pos
-        n = len(buf)
-        r = self._r
-        cands = r.candidates(buf, pos)
-        e = r.hold_point(buf, pos)
-        if cands:
-            h = e
-            for s, end, _, d, anchor in cands:
-                if end > h or (d.end_slack and end + d.end_slack >= n):
-                    e = min(e, s, anchor)
-            # No candidate may straddle the cut: rescans start at the cut and must see it whole.
-            moved = True
-            while moved:
-                moved = False
-                for s, end, _, _, anchor in cands:
-                    start = min(s, anchor)
-                    if start < e < end:
-                        e = start
-                        moved = True
-            chosen = r.select(cands)
-            spans = [(s, end, d) for s, end, d, _ in chosen if end <= e]
-        else:
-            spans = []
-        out = apply(buf, pos, e, spans, self._counts)
-        keep = max(0, e - CONTEXT_CHARS)
-        self._buf = buf[keep:]
-        self._pos = e - keep
-        return out
+        return apply_segment(self._scan.feed(chunk), self._counts)
 
     def flush(self) -> str:
-        buf, pos = self._buf, self._pos
-        self._buf, self._pos = "", 0
-        if pos >= len(buf):
-            return ""
-        return apply(buf, pos, len(buf), self._r.find(buf, pos), self._counts)
+        return apply_segment(self._scan.flush(), self._counts)
 
 
 class ByteStream:

@@ -1,4 +1,4 @@
-"""PII and secret detectors, and whole-text redaction.
+"""PII and secret detectors: a regex per format, with validators and streaming hints.
 
 Each detector is a regex with an optional validator (Luhn, mod-97, ``ipaddress``, JWT header)
 plus what the streaming redactor needs to hold back a possible partial match: the set of
@@ -15,7 +15,7 @@ import importlib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,6 @@ Validator = Callable[[str, "re.Match[str]"], tuple[int, int] | None]
 _sre_parser: Any = importlib.import_module("re._parser")
 _sre_constants: Any = importlib.import_module("re._constants")
 UNBOUNDED = 1 << 30
-_MEMO_MAX_LEN = 64
-_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,186 +662,3 @@ def custom_detector(name: str, regex: str) -> Detector:
         charset=charset,
         priority=50,
     )
-
-
-# --------------------------------------------------------------------------- redactor
-
-
-def placeholder(kind: str) -> str:
-    return f"[REDACTED:{kind}]"
-
-
-@dataclass(slots=True)
-class _HoldGroup:
-    back: re.Pattern[str]  # matches the run of class chars at the start of reversed text
-    last: re.Pattern[str]  # the class itself, to test the final char first
-    window: int
-
-
-class Redactor:
-    """Finds and replaces PII/secrets. Thread-safe and stateless after construction."""
-
-    def __init__(
-        self,
-        types: Iterable[str] = tuple(BUILTIN),
-        custom: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        dets: list[Detector] = []
-        for t in types:
-            dets.extend(BUILTIN[t])
-        dets.extend(custom_detector(n, r) for n, r in custom)
-        self.detectors: tuple[Detector, ...] = tuple(dets)
-        self.types: tuple[str, ...] = tuple(dict.fromkeys(d.type for d in dets))
-        groups: dict[str | None, _HoldGroup] = {}
-        self._tails: list[Detector] = []
-        self._any_window = 0
-        for d in dets:
-            if d.tail is not None:
-                self._tails.append(d)
-            elif d.charset is None:
-                self._any_window = max(self._any_window, d.max_len - 1)
-            else:
-                g = groups.setdefault(
-                    d.charset, _HoldGroup(re.compile(d.charset + "*"), re.compile(d.charset), 0)
-                )
-                g.window = max(g.window, d.max_len - 1)
-        self._groups = list(groups.values())
-        self._tail_window = max((d.max_len for d in self._tails), default=0)
-        self._tail_key_len = {id(d): max(map(len, d.tail_keys or ("",))) for d in self._tails}
-        self.max_len = max((d.max_len for d in dets), default=1)
-        self._memo: dict[str, tuple[str, dict[str, int]]] = {}
-
-    def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector, int]]:
-        """(start, end, priority, detector, anchor): anchor is where the regex match began."""
-        out: list[tuple[int, int, int, Detector, int]] = []
-        low: str | None = None
-        seen: dict[tuple[tuple[str, ...], bool], bool] = {}
-        for d in self.detectors:
-            if d.trigger is not None:
-                key = (d.trigger, d.trigger_ci)
-                hit = seen.get(key)
-                if hit is None:
-                    if d.trigger_ci:
-                        if low is None:
-                            low = text.lower()
-                        hay = low
-                    else:
-                        hay = text
-                    hit = seen[key] = any(t in hay for t in d.trigger)
-                if not hit:
-                    continue
-            i = pos
-            search = d.pattern.search
-            validate = d.validate
-            while True:
-                m = search(text, i)
-                if m is None:
-                    break
-                if validate is not None:
-                    span = validate(text, m)
-                    if span is None:
-                        i = m.start() + 1
-                        continue
-                else:
-                    g = (m.lastindex or 0) if d.group < 0 else d.group
-                    span = m.span(g)
-                if span[1] > span[0]:
-                    out.append((span[0], span[1], d.priority, d, m.start()))
-                i = max(m.end(), m.start() + 1)
-        return out
-
-    @staticmethod
-    def select(
-        cands: list[tuple[int, int, int, Detector, int]],
-    ) -> list[tuple[int, int, Detector, int]]:
-        """Non-overlapping matches: earliest first, then longest, then highest priority."""
-        cands.sort(key=lambda c: (c[0], -c[1], -c[2]))
-        chosen: list[tuple[int, int, Detector, int]] = []
-        last_end = -1
-        for s, e, _, d, anchor in cands:
-            if s >= last_end:
-                chosen.append((s, e, d, anchor))
-                last_end = e
-        return chosen
-
-    def scan(self, text: str, pos: int = 0) -> list[tuple[int, int, Detector, int]]:
-        cands = self.candidates(text, pos)
-        return self.select(cands) if cands else []
-
-    def find(self, text: str, pos: int = 0) -> list[tuple[int, int, Detector]]:
-        return [(s, e, d) for s, e, d, _ in self.scan(text, pos)]
-
-    def hold_point(self, text: str, pos: int) -> int:
-        """Earliest index from which the end of ``text`` may still be an unfinished match."""
-        n = len(text)
-        h = n
-        if self._any_window:
-            h = min(h, n - self._any_window)
-        for g in self._groups:
-            lo = max(pos, n - g.window)
-            if lo >= n or g.last.match(text, n - 1) is None:
-                continue
-            m = g.back.match(text[n - 1 : lo - 1 if lo > 0 else None : -1])
-            run = m.end() if m else 0
-            if run:
-                h = min(h, n - min(run, g.window))
-        low: str | None = None
-        low_start = max(pos, n - self._tail_window)
-        for d in self._tails:
-            lo = max(pos, n - d.max_len)
-            if d.tail_keys is not None:
-                if low is None:
-                    low = text[low_start:].lower()
-                window = low[lo - low_start :]
-                if not any(k in window for k in d.tail_keys):
-                    lo = max(lo, n - self._tail_key_len[id(d)])
-            m = d.tail.search(text, lo) if d.tail is not None else None
-            if m is not None:
-                h = min(h, m.start())
-        return max(h, pos)
-
-    def redact(self, text: str, counts: dict[str, int] | None = None) -> str:
-        spans = self.find(text)
-        if not spans:
-            return text
-        return apply(text, 0, len(text), spans, counts)
-
-    def redact_short(self, text: str, counts: dict[str, int]) -> str:
-        """``redact`` with a bounded memo for short strings (JSON keys, ids, model names)."""
-        if len(text) > _MEMO_MAX_LEN:
-            return self.redact(text, counts)
-        hit = self._memo.get(text)
-        if hit is None:
-            delta: dict[str, int] = {}
-            hit = (self.redact(text, delta), delta)
-            if len(self._memo) >= _MEMO_SIZE:
-                self._memo.clear()
-            self._memo[text] = hit
-        for k, v in hit[1].items():
-            counts[k] = counts.get(k, 0) + v
-        return hit[0]
-
-
-def apply(
-    text: str,
-    start: int,
-    end: int,
-    spans: Sequence[tuple[int, int, Detector]],
-    counts: dict[str, int] | None,
-) -> str:
-    """text[start:end] with the spans (all inside it, sorted) replaced."""
-    out: list[str] = []
-    cur = start
-    for s, e, d in spans:
-        out.append(text[cur:s])
-        out.append(placeholder(d.type))
-        if counts is not None:
-            counts[d.type] = counts.get(d.type, 0) + 1
-        cur = e
-    out.append(text[cur:end])
-    return "".join(out)
-
-
-def merge_counts(into: dict[str, int], other: dict[str, int]) -> None:
-    for k, v in other.items():
-        into[k] = into.get(k, 0) + v
