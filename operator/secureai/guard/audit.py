@@ -31,8 +31,11 @@ class AuditLog:
         self._out = out if out is not None else sys.stdout
 
     def safe_path(self, path: str) -> str:
-        """The path without query string, redacted and truncated: routes, not content."""
-        return self._redactor.redact(path.split("?", 1)[0][:MAX_PATH_CHARS])
+        """The path without query string, redacted, then truncated: routes, not content.
+
+        Redaction comes first: a cut first could leave part of a value no detector matches.
+        """
+        return self._redactor.redact(path.split("?", 1)[0])[:MAX_PATH_CHARS]
 
     def write(
         self,
