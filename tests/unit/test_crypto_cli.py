@@ -120,7 +120,7 @@ def test_dataset_directory_round_trip(
         ("truncated", "truncated"),
         ("missing-src", "source not found"),
         ("missing-key", "key file not found"),
-        ("bad-key", "KEK must be 32 bytes"),
+        ("bad-key", "expected 32 raw bytes, or one line 'base64:"),
         ("not-envelope", "not a secureai envelope"),
         ("exists", "already exists"),
     ],
@@ -165,7 +165,9 @@ def test_dataset_keygen(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     code, out, _ = run(capsys, "dataset", "keygen", "--out", str(out_path))
     assert code == 0
     assert out_path.stat().st_mode & 0o777 == 0o600
-    assert len(base64.b64decode(out_path.read_bytes())) == 32
+    text = out_path.read_bytes()
+    assert text.startswith(b"base64:") and text.endswith(b"\n") and text.count(b"\n") == 1
+    assert len(base64.b64decode(text[len(b"base64:") : -1], validate=True)) == 32
     assert out_path.read_text().strip() not in out
     assert_one_line_error(
         *run(capsys, "dataset", "keygen", "--out", str(out_path)), "already exists"

@@ -294,14 +294,14 @@ def test_chunks_spliced_from_another_file_detected() -> None:
 def test_load_kek_formats(tmp_path: Path) -> None:
     key = generate_kek()
     assert len(key) == 32
-    assert load_kek(key) == key
-    assert load_kek(base64.b64encode(key) + b"\n") == key
-    assert load_kek(base64.urlsafe_b64encode(key)) == key
-    assert load_kek(key.hex().encode()) == key
+    assert load_kek(KEK) == KEK
+    assert load_kek(b"base64:" + base64.b64encode(key) + b"\n") == key
+    assert load_kek(b"hex:" + key.hex().encode()) == key
+    assert load_kek(base64.b64encode(key) + b"\n") == key  # keygen's output before the prefix
     f = tmp_path / "kek"
-    f.write_bytes(key)
-    assert load_kek(f) == key
-    f.write_bytes(b"  " + base64.b64encode(key) + b"\r\n")
+    f.write_bytes(KEK)
+    assert load_kek(f) == KEK
+    f.write_bytes(env.format_kek(key))
     assert load_kek(str(f)) == key
 
 
@@ -310,7 +310,7 @@ def test_load_kek_formats(tmp_path: Path) -> None:
     [b"", b"short", base64.b64encode(bytes(16)), base64.b64encode(bytes(33)), b"!" * 44],
 )
 def test_load_kek_rejects_bad_material(material: bytes) -> None:
-    with pytest.raises(InvalidKeyError, match="32 bytes") as exc:
+    with pytest.raises(InvalidKeyError, match="expected 32 raw bytes") as exc:
         load_kek(material)
     if material:
         assert material.decode(errors="replace") not in str(exc.value)
@@ -607,7 +607,7 @@ def test_dir_destination_inside_source_is_refused(tmp_path: Path) -> None:
 
 
 def test_key_material_passed_as_a_path_is_not_echoed() -> None:
-    material = base64.b64encode(KEK).decode()
+    material = "base64:" + base64.b64encode(KEK).decode()
     with pytest.raises(InvalidKeyError, match="looks like key material") as exc:
         load_kek(material)
     assert material not in str(exc.value)

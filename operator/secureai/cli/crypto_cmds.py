@@ -7,15 +7,18 @@ verification failure, missing file), after printing one ``secureai: <reason>`` l
 from __future__ import annotations
 
 import argparse
-import base64
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from secureai.crypto import (
+    KEY_FORMS,
     CAError,
     EnvelopeError,
     SignatureError,
@@ -23,6 +26,7 @@ from secureai.crypto import (
     decrypt_file,
     encrypt_dir,
     encrypt_file,
+    format_kek,
     generate_kek,
     generate_signing_key,
     kek_id,
@@ -43,6 +47,34 @@ class CommandError(Exception):
     """A user-facing failure of a command."""
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived; raised so every partial output is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into ``Interrupted`` while a command writes files."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def _fail(message: str) -> int:
     print(f"secureai: {message}", file=sys.stderr)
     return EXIT_FAILURE
@@ -56,7 +88,12 @@ def _os_reason(exc: OSError) -> str:
 def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
-            return fn(args)
+            with _signals_unwind():
+                return fn(args)
+        except Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            print(f"secureai: interrupted by {name}; partial output removed", file=sys.stderr)
+            return 128 + exc.signum
         except (CommandError, EnvelopeError, SignatureError, CAError) as exc:
             return _fail(str(exc))
         except OSError as exc:
@@ -109,11 +146,11 @@ def _kek_from_args(args: argparse.Namespace, prefix: str = "") -> bytes:
 
 def _add_key_options(parser: argparse.ArgumentParser, prefix: str = "", what: str = "KEK") -> None:
     group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument(f"--{prefix}key", metavar="FILE", help=f"{what} file: {KEY_FORMS}")
     group.add_argument(
-        f"--{prefix}key", metavar="FILE", help=f"{what} file (32 raw bytes, base64 or hex)"
-    )
-    group.add_argument(
-        f"--{prefix}key-env", metavar="VAR", help=f"environment variable holding the {what}"
+        f"--{prefix}key-env",
+        metavar="VAR",
+        help=f"environment variable holding the {what} ('base64:...' or 'hex:...')",
     )
 
 
@@ -154,10 +191,11 @@ def _dataset_transform(args: argparse.Namespace) -> int:
 def _dataset_rekey(args: argparse.Namespace) -> int:
     old, new = _kek_from_args(args), _kek_from_args(args, "new_")
     path = Path(args.path)
+    chunk = args.chunk_size
     if path.is_dir():
-        rotated, skipped = reencrypt_dir(path, old, new)
+        rotated, skipped = reencrypt_dir(path, old, new, chunk_size=chunk)
     elif path.is_file():
-        reencrypt_file(path, path, old, new)
+        reencrypt_file(path, path, old, new, chunk_size=chunk)
         rotated, skipped = 1, 0
     else:
         raise CommandError(f"not found: {path}")
@@ -167,7 +205,7 @@ def _dataset_rekey(args: argparse.Namespace) -> int:
 
 def _dataset_keygen(args: argparse.Namespace) -> int:
     kek = generate_kek()
-    _write_new(Path(args.out), base64.b64encode(kek) + b"\n", mode=0o600, force=args.force)
+    _write_new(Path(args.out), format_kek(kek), mode=0o600, force=args.force)
     _emit({"key": str(args.out), "kek_id": kek_id(kek)})
     return 0
 
@@ -204,13 +242,21 @@ def add_dataset_parser(
         "rekey",
         help="rotate envelopes in place to a new KEK",
         description="Re-encrypt a file or every file of a tree under a new KEK, in place. Each"
-        " file is replaced atomically; files already under the new KEK are skipped.",
+        " file is replaced atomically; files already under the new KEK are checked and skipped, so"
+        " an interrupted run is resumed by running it again.",
     )
     _add_key_options(rk, what="current KEK")
     _add_key_options(rk, prefix="new-", what="new KEK")
+    rk.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="plaintext bytes per chunk of the output (default: keep each file's chunk size)",
+    )
     rk.add_argument("path", metavar="PATH")
     rk.set_defaults(func=_guarded(_dataset_rekey))
-    kg = sub.add_parser("keygen", help="write a new random KEK (base64) to a file")
+    kg = sub.add_parser("keygen", help="write a new random KEK ('base64:...') to a file")
     kg.add_argument("--out", required=True, metavar="FILE")
     kg.add_argument("--force", action="store_true")
     kg.set_defaults(func=_guarded(_dataset_keygen))

@@ -20,6 +20,8 @@ from secureai.crypto.ca import (
     verify_chain,
 )
 from secureai.crypto.envelope import (
+    KEY_FORMS,
+    PARTIAL_SUFFIX,
     DecryptingReader,
     EnvelopeError,
     EnvelopeFormatError,
@@ -36,12 +38,14 @@ from secureai.crypto.envelope import (
     encrypt_dir,
     encrypt_file,
     encrypt_stream,
+    format_kek,
     generate_kek,
     kek_id,
     load_kek,
     reencrypt_dir,
     reencrypt_file,
     reencrypt_stream,
+    remove_leftovers,
 )
 from secureai.crypto.signing import (
     SignatureError,
@@ -55,6 +59,8 @@ from secureai.crypto.signing import (
 
 __all__ = [
     "CA",
+    "KEY_FORMS",
+    "PARTIAL_SUFFIX",
     "CAError",
     "DecryptingReader",
     "EnvelopeError",
@@ -82,6 +88,7 @@ __all__ = [
     "encrypt_file",
     "encrypt_stream",
     "fingerprint",
+    "format_kek",
     "generate_ca",
     "generate_kek",
     "generate_signing_key",
@@ -93,6 +100,7 @@ __all__ = [
     "reencrypt_dir",
     "reencrypt_file",
     "reencrypt_stream",
+    "remove_leftovers",
     "sign_model",
     "verify_chain",
     "verify_model",

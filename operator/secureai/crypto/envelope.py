@@ -22,11 +22,13 @@ File layout (all integers big-endian)::
 from __future__ import annotations
 
 import base64
-import binascii
+import errno
+import fcntl
 import hashlib
 import hmac
 import io
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -44,6 +46,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "KEK_SIZE",
+    "KEY_FORMS",
+    "PARTIAL_SUFFIX",
     "DecryptingReader",
     "EnvelopeError",
     "EnvelopeFormatError",
@@ -61,6 +65,7 @@ __all__ = [
     "encrypt_dir",
     "encrypt_file",
     "encrypt_stream",
+    "format_kek",
     "generate_kek",
     "kek_id",
     "load_kek",
@@ -68,6 +73,7 @@ __all__ = [
     "reencrypt_dir",
     "reencrypt_file",
     "reencrypt_stream",
+    "remove_leftovers",
 ]
 
 MAGIC: Final = b"\x89SAIENC\n"
@@ -149,11 +155,30 @@ def kek_id(kek: bytes) -> str:
     return _kek_id_bytes(_check_kek(kek)).hex()
 
 
+KEY_FORMS: Final = (
+    "32 raw bytes, or one line 'base64:<44 base64 characters>' or 'hex:<64 hex digits>'"
+)
+"""The key file format, named in every rejection."""
+
+_B64_KEY = re.compile(rb"[A-Za-z0-9+/]{43}=")
+_HEX_KEY = re.compile(rb"[0-9A-Fa-f]{64}")
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def format_kek(kek: bytes) -> bytes:
+    """The text form of a KEK that ``secureai dataset keygen`` writes: ``base64:<44>\\n``."""
+    return b"base64:" + base64.b64encode(_check_kek(kek)) + b"\n"
+
+
 def load_kek(source: str | os.PathLike[str] | bytes | bytearray) -> bytes:
     """Load a 32-byte KEK.
 
-    ``bytes`` are key material as read from a Secret: exactly 32 raw bytes, or base64 / hex text
-    (surrounding whitespace ignored). ``str`` or a path names a file holding the same.
+    ``bytes`` are key material as read from a file or a Secret; ``str`` or a path names a file.
+    The one accepted format (:data:`KEY_FORMS`): exactly 32 raw bytes that are not text, or one
+    line ``base64:`` + the 44-character standard base64 of 32 bytes, or ``hex:`` + 64 hex
+    digits, optionally ending with a newline. The bare 44-character base64 line written by
+    ``secureai dataset keygen`` before the prefix was introduced is still read. Anything else
+    (a passphrase, a 128-bit key, a line with stray spaces) raises ``InvalidKeyError``.
     """
     if isinstance(source, bytes | bytearray):
         return _parse_kek(bytes(source))
@@ -186,29 +211,51 @@ def _looks_like_key(text: str) -> bool:
     return True
 
 
+def _canonical_b64(body: bytes) -> bytes | None:
+    """The 32 bytes of a canonical 44-character base64 key, else None."""
+    if not _B64_KEY.fullmatch(body):
+        return None
+    decoded = base64.b64decode(body, validate=True)
+    return decoded if base64.b64encode(decoded) == body else None
+
+
 def _parse_kek(data: bytes) -> bytes:
-    if len(data) == KEK_SIZE:
-        return data
-    text = data.strip()
-    decoded: bytes | None = None
-    if len(text) == 2 * KEK_SIZE:
-        try:
-            decoded = bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            decoded = None
-    if decoded is None:
-        try:
-            altchars = b"-_" if b"-" in text or b"_" in text else None
-            decoded = base64.b64decode(text, altchars=altchars, validate=True)
-        except (binascii.Error, ValueError):
+    if len(data) == KEK_SIZE and not set(data) <= _TEXT_BYTES:
+        return data  # raw binary key (a random key is text with probability < 1e-13)
+    line = data[:-1] if data.endswith(b"\n") else data
+    if line.startswith(b"base64:"):
+        key = _canonical_b64(line[7:])
+        if key is None:
             raise InvalidKeyError(
-                "KEK must be 32 bytes: raw, base64 or hex (could not decode the key material)"
-            ) from None
-    if len(decoded) != KEK_SIZE:
-        raise InvalidKeyError(
-            f"KEK must be 32 bytes: raw, base64 or hex (got {len(decoded)} bytes)"
-        )
-    return decoded
+                f"invalid KEK: 'base64:' must be followed by exactly 44 characters of standard "
+                f"base64 encoding 32 bytes (expected {KEY_FORMS})"
+            )
+        return key
+    if line.startswith(b"hex:"):
+        if not _HEX_KEY.fullmatch(line[4:]):
+            raise InvalidKeyError(
+                f"invalid KEK: 'hex:' must be followed by exactly 64 hex digits "
+                f"(expected {KEY_FORMS})"
+            )
+        return bytes.fromhex(line[4:].decode("ascii"))
+    legacy = _canonical_b64(line)  # what keygen wrote before the prefix existed
+    if legacy is not None:
+        return legacy
+    raise InvalidKeyError(f"invalid KEK: {_describe(data)} (expected {KEY_FORMS})")
+
+
+def _describe(data: bytes) -> str:
+    """Why ``data`` is not a key, without echoing any of it."""
+    if not set(data) <= _TEXT_BYTES:
+        return f"{len(data)} bytes of binary data"
+    line = data.strip()
+    if _HEX_KEY.fullmatch(line):
+        return "hex text needs the 'hex:' prefix"
+    if line != data.rstrip(b"\n") or data.endswith(b"\n\n"):
+        return "text with surrounding whitespace"
+    if len(data) == KEK_SIZE or len(line) == KEK_SIZE:
+        return "32 characters of text (a passphrase or a 128-bit hex key is not a 256-bit key)"
+    return f"{len(line)} characters of text"
 
 
 def _check_kek(kek: bytes) -> bytes:
@@ -353,7 +400,13 @@ def _open_header(raw: bytes, kek: bytes) -> tuple[AESGCM, int, bytes, bytes]:
 def _plaintext_chunks(src: BinaryIO, kek: bytes) -> Iterator[memoryview | bytes]:
     """Authenticated plaintext chunks of an envelope; each view is valid until the next one."""
     kek = _check_kek(kek)
-    aead, chunk_size, prefix, header = _open_header(_read_header_bytes(src), kek)
+    yield from _chunks_after_header(src, _open_header(_read_header_bytes(src), kek))
+
+
+def _chunks_after_header(
+    src: BinaryIO, opened: tuple[AESGCM, int, bytes, bytes]
+) -> Iterator[memoryview | bytes]:
+    aead, chunk_size, prefix, header = opened
     record = chunk_size + TAG_SIZE
     cur = memoryview(bytearray(record))
     nxt = memoryview(bytearray(record))
@@ -406,9 +459,19 @@ class DecryptingReader(io.RawIOBase):
     may be incomplete, so treat the stream as valid only once EOF has been reached.
     """
 
-    def __init__(self, src: BinaryIO, kek: bytes) -> None:
+    def __init__(
+        self,
+        src: BinaryIO,
+        kek: bytes,
+        *,
+        _opened: tuple[AESGCM, int, bytes, bytes] | None = None,
+    ) -> None:
         super().__init__()
-        self._chunks = _plaintext_chunks(src, _check_kek(kek))
+        self._chunks = (
+            _plaintext_chunks(src, _check_kek(kek))
+            if _opened is None
+            else _chunks_after_header(src, _opened)
+        )
         self._pending = memoryview(b"")
         self._eof = False
 
@@ -437,11 +500,16 @@ def reencrypt_stream(
     old_kek: bytes,
     new_kek: bytes,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> int:
-    """Re-encrypt an envelope under ``new_kek`` (fresh data key) without materialising it."""
-    reader = DecryptingReader(src, old_kek)
-    return encrypt_stream(cast(BinaryIO, reader), dst, new_kek, chunk_size=chunk_size)
+    """Re-encrypt an envelope under ``new_kek`` (fresh data key) without materialising it.
+
+    The output keeps the source's chunk size unless ``chunk_size`` is given.
+    """
+    opened = _open_header(_read_header_bytes(src), _check_kek(old_kek))
+    reader = DecryptingReader(src, old_kek, _opened=opened)
+    size = opened[1] if chunk_size is None else chunk_size
+    return encrypt_stream(cast(BinaryIO, reader), dst, new_kek, chunk_size=size)
 
 
 def _diagnose(
@@ -461,24 +529,174 @@ def _diagnose(
     return TrailingDataError(f"unexpected data after the final chunk ({index})")
 
 
-def _atomic_write(dst_path: Path) -> tuple[BinaryIO, Path]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst_path.name}.", suffix=".tmp", dir=dst_path.parent)
-    return os.fdopen(fd, "wb"), Path(tmp)
+# --- output files: nothing readable under a final name until complete -----------------------
+#
+# A file being written has no name at all (O_TMPFILE, linked in with linkat once complete)
+# where the filesystem supports it; otherwise it has a recognisable temporary name
+# (".<name>.<random>.secureai-partial"). Either way its writer holds an exclusive flock on it,
+# so a later run can tell a leftover of a killed writer (no lock holder) from a file still in
+# progress, and removes only the former. Directory trees are built in a locked staging
+# directory of the same recognisable form inside the destination.
+
+PARTIAL_SUFFIX: Final = ".secureai-partial"
+_USE_O_TMPFILE = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+_UNSUPPORTED_TMPFILE: Final = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+_STAGE_TREE: Final = "tree"
+_STAGE_ENTRIES: Final = "entries"
 
 
-def _transform_file(src_path: Path, dst_path: Path, op: Callable[[BinaryIO, BinaryIO], int]) -> int:
-    """Run ``op(src, tmp)`` and rename tmp over ``dst_path`` only if it succeeds."""
+def _partial_name(stem: str) -> str:
+    return f".{stem}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
+
+
+def _is_partial(name: str) -> bool:
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _PendingFile:
+    """An output file that gets its final name only in ``publish``; ``discard`` leaves nothing."""
+
+    def __init__(self, dst: Path) -> None:
+        self.dst = dst
+        self.tmp: Path | None = None
+        fd = -1
+        if _USE_O_TMPFILE:
+            try:
+                fd = os.open(dst.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED_TMPFILE:
+                    raise
+        if fd < 0:
+            self.tmp = dst.parent / _partial_name(dst.name)
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.fh: BinaryIO = os.fdopen(fd, "wb")
+
+    def publish(self, *, replace: bool) -> None:
+        """Make the complete file visible as ``dst`` (over an existing one only if ``replace``)."""
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        if self.tmp is None:
+            try:
+                self._link_unnamed(self.dst)
+            except FileExistsError:
+                if not replace:
+                    raise
+                self.tmp = self.dst.parent / _partial_name(self.dst.name)
+                self._link_unnamed(self.tmp)
+                os.replace(self.tmp, self.dst)
+        elif replace:
+            os.replace(self.tmp, self.dst)
+        else:
+            os.link(self.tmp, self.dst)  # fails if dst appeared meanwhile
+            os.unlink(self.tmp)
+        self.tmp = None
+        _fsync_dir(self.dst.parent)
+        self.fh.close()
+
+    def _link_unnamed(self, name: Path) -> None:
+        # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N; os.link uses plain link() without a dir fd
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.link(str(self.fh.fileno()), name, src_dir_fd=proc, follow_symlinks=True)
+        finally:
+            os.close(proc)
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+        self.fh.close()
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive lock on ``path``, or None if a live writer holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # gone, or a symlink (not ours)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_leftovers(directory: str | os.PathLike[str], stem: str | None = None) -> list[str]:
+    """Remove partial outputs of killed runs from ``directory``; return their names.
+
+    Only names of the recognisable form whose writer is gone (no flock holder) are touched;
+    ``stem`` limits it to leftovers of one destination name. A staging tree whose commit was
+    interrupted is rolled back: the entries it had already moved into ``directory`` go too.
+    """
+    directory = Path(directory)
+    removed: list[str] = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not _is_partial(name) or (stem is not None and not name.startswith(f".{stem}.")):
+            continue
+        path = directory / name
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                _roll_back_stage(path, directory)
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        finally:
+            os.close(fd)
+        removed.append(name)
+    return removed
+
+
+def _roll_back_stage(stage: Path, dst_dir: Path) -> None:
+    """Undo an interrupted commit: remove the entries already moved out of the stage."""
+    try:
+        entries = (stage / _STAGE_ENTRIES).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return  # never started committing
+    for name in entries:
+        if not name or "/" in name or name in (".", ".."):
+            continue
+        if (stage / _STAGE_TREE / name).exists() or (stage / _STAGE_TREE / name).is_symlink():
+            continue  # not moved yet
+        moved = dst_dir / name
+        if moved.is_dir() and not moved.is_symlink():
+            shutil.rmtree(moved)
+        else:
+            moved.unlink(missing_ok=True)
+
+
+def _transform_file(
+    src_path: Path,
+    dst_path: Path,
+    op: Callable[[BinaryIO, BinaryIO], int],
+    *,
+    replace: bool = True,
+) -> int:
+    """Run ``op(src, out)``; ``dst_path`` appears only if it succeeds, and nothing otherwise."""
     dst_path = Path(dst_path)
     with Path(src_path).open("rb") as src:
-        out, tmp = _atomic_write(dst_path)
+        out = _PendingFile(dst_path)
         try:
-            with out:
-                size = op(src, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dst_path)
+            size = op(src, out.fh)
+            out.publish(replace=replace)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            out.discard()
             raise
     return size
 
@@ -491,6 +709,7 @@ def encrypt_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> int:
     """Encrypt one file; ``dst_path`` appears (mode 0600) only when complete. Returns bytes."""
+    remove_leftovers(Path(dst_path).parent, Path(dst_path).name)
     return _transform_file(
         Path(src_path),
         Path(dst_path),
@@ -501,7 +720,13 @@ def encrypt_file(
 def decrypt_file(
     src_path: str | os.PathLike[str], dst_path: str | os.PathLike[str], kek: bytes
 ) -> int:
-    """Decrypt one file; ``dst_path`` appears (mode 0600) only if every chunk authenticates."""
+    """Decrypt one file; ``dst_path`` appears (mode 0600) only if every chunk authenticates.
+
+    Partial plaintext never has a name where ``O_TMPFILE`` works; elsewhere it has a locked,
+    recognisable temporary name that this function removes on any exception and that the next
+    call for the same destination removes if a killed run left it behind.
+    """
+    remove_leftovers(Path(dst_path).parent, Path(dst_path).name)
     return _transform_file(
         Path(src_path), Path(dst_path), lambda src, dst: decrypt_stream(src, dst, kek)
     )
@@ -513,9 +738,13 @@ def reencrypt_file(
     old_kek: bytes,
     new_kek: bytes,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> int:
-    """KEK rotation for one file (``dst_path`` may equal ``src_path``); atomic like the others."""
+    """KEK rotation for one file (``dst_path`` may equal ``src_path``); atomic like the others.
+
+    The chunk size is the source's unless ``chunk_size`` is given.
+    """
+    remove_leftovers(Path(dst_path).parent, Path(dst_path).name)
     return _transform_file(
         Path(src_path),
         Path(dst_path),
@@ -528,14 +757,19 @@ def _raise(exc: OSError) -> None:
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
-    """Regular files under ``root`` (relative, sorted); symlinks and special files are refused."""
+    """Regular files under ``root`` (relative, sorted); symlinks and special files are refused.
+
+    Partial outputs (``.*.secureai-partial``) are never part of a tree.
+    """
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         base = Path(dirpath)
         for name in sorted(dirnames):
             if (base / name).is_symlink():
                 raise EnvelopeError(f"refusing symlink: {base / name}")
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not _is_partial(d))
         for name in sorted(filenames):
+            if _is_partial(name):
+                continue
             full = base / name
             mode = full.lstat().st_mode
             if stat.S_ISLNK(mode):
@@ -548,32 +782,60 @@ def _walk_files(root: Path) -> Iterator[Path]:
 def _transform_dir(
     src_dir: Path, dst_dir: Path, kek: bytes, *, encrypt: bool, chunk: int
 ) -> tuple[int, int]:
+    """Build the tree in a locked staging directory inside ``dst_dir``, then move it in.
+
+    ``dst_dir`` itself is never renamed or replaced, so it may be a mount point. Nothing is
+    created outside it (except ``dst_dir`` itself when absent, removed again on failure).
+    """
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir():
         raise EnvelopeError(f"not a directory: {src_dir}")
     if dst_dir.resolve().is_relative_to(src_dir.resolve()):
         raise EnvelopeError(f"destination is inside the source directory: {dst_dir}")
-    if dst_dir.exists() and (not dst_dir.is_dir() or any(dst_dir.iterdir())):
+    created = False
+    if dst_dir.is_dir() and not dst_dir.is_symlink():
+        remove_leftovers(dst_dir)
+        if any(dst_dir.iterdir()):
+            raise EnvelopeError(f"destination exists and is not an empty directory: {dst_dir}")
+    elif dst_dir.exists() or dst_dir.is_symlink():
         raise EnvelopeError(f"destination exists and is not an empty directory: {dst_dir}")
-    dst_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst_dir.name}.", suffix=".tmp", dir=dst_dir.parent))
+    else:
+        dst_dir.mkdir(parents=True, mode=0o700)
+        created = True
+    stage = Path(tempfile.mkdtemp(prefix=".stage.", suffix=PARTIAL_SUFFIX, dir=dst_dir))
+    lock = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     files = total = 0
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tree = stage / _STAGE_TREE
+        tree.mkdir()
         for rel in _walk_files(src_dir):
-            target = tmp / rel
+            target = tree / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            op: Callable[[BinaryIO, BinaryIO], int]
+            if encrypt:
+                op = lambda s, d: encrypt_stream(s, d, kek, chunk_size=chunk)  # noqa: E731
+            else:
+                op = lambda s, d: decrypt_stream(s, d, kek)  # noqa: E731
             try:
-                if encrypt:
-                    total += encrypt_file(src_dir / rel, target, kek, chunk_size=chunk)
-                else:
-                    total += decrypt_file(src_dir / rel, target, kek)
+                total += _transform_file(src_dir / rel, target, op, replace=False)
             except EnvelopeError as exc:
                 raise type(exc)(f"{rel}: {exc}") from None
             files += 1
-        os.replace(tmp, dst_dir)
+        entries = sorted(os.listdir(tree))
+        (stage / _STAGE_ENTRIES).write_text("".join(f"{n}\n" for n in entries), "utf-8")
+        for name in entries:  # the commit: renames only, rolled back if interrupted
+            os.rename(tree / name, dst_dir / name)
+        shutil.rmtree(stage)
+        _fsync_dir(dst_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _roll_back_stage(stage, dst_dir)
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(dst_dir, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     return files, total
 
 
@@ -586,8 +848,8 @@ def encrypt_dir(
 ) -> tuple[int, int]:
     """Encrypt every file of a tree (same relative names). Returns (files, plaintext bytes).
 
-    ``dst_dir`` must be absent or empty; it is populated atomically (built in a temporary
-    sibling directory, renamed on success).
+    ``dst_dir`` must be absent or an empty directory (a mount point is fine); the tree is built
+    in a hidden staging directory inside it and moved into place on success.
     """
     return _transform_dir(Path(src_dir), Path(dst_dir), kek, encrypt=True, chunk=chunk_size)
 
@@ -595,9 +857,16 @@ def encrypt_dir(
 def decrypt_dir(
     src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[str], kek: bytes
 ) -> tuple[int, int]:
-    """Decrypt a tree made by ``encrypt_dir``; nothing appears in ``dst_dir`` unless all files
-    authenticate. Returns (files, plaintext bytes)."""
+    """Decrypt a tree made by ``encrypt_dir`` into ``dst_dir`` (absent or an empty directory,
+    for example an emptyDir mount point). Nothing appears in it unless every file
+    authenticates, and nothing is ever created beside it. Returns (files, plaintext bytes)."""
     return _transform_dir(Path(src_dir), Path(dst_dir), kek, encrypt=False, chunk=0)
+
+
+def _authenticate(path: Path, kek: bytes) -> None:
+    with path.open("rb") as fh:
+        for _ in _plaintext_chunks(fh, kek):
+            pass
 
 
 def reencrypt_dir(
@@ -605,18 +874,23 @@ def reencrypt_dir(
     old_kek: bytes,
     new_kek: bytes,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[int, int]:
     """Rotate every envelope under ``root`` in place from ``old_kek`` to ``new_kek``.
 
-    Each file is replaced atomically; files already under ``new_kek`` are skipped, so an
-    interrupted rotation is resumed by running it again. Returns (rotated, skipped).
+    Each file is replaced atomically and keeps its chunk size unless ``chunk_size`` is given.
+    Resumable whenever it was interrupted: partial outputs left by a killed run are removed,
+    and a file already under ``new_kek`` is skipped only after it fully authenticates under
+    it. Returns (rotated, skipped).
     """
     root = Path(root)
     if not root.is_dir():
         raise EnvelopeError(f"not a directory: {root}")
     new_id = kek_id(new_kek)
     _check_kek(old_kek)
+    for dirpath, dirnames, _ in os.walk(root, onerror=_raise):
+        remove_leftovers(dirpath)
+        dirnames[:] = [d for d in dirnames if not _is_partial(d)]
     rotated = skipped = 0
     for rel in list(_walk_files(root)):
         path = root / rel
@@ -624,6 +898,7 @@ def reencrypt_dir(
             with path.open("rb") as fh:
                 current = read_header(fh).kek_id
             if current == new_id:
+                _authenticate(path, new_kek)
                 skipped += 1
                 continue
             reencrypt_file(path, path, old_kek, new_kek, chunk_size=chunk_size)
