@@ -1,0 +1,129 @@
+"""Regression tests for claims a review showed untested (issue 19): each fails on the broken code.
+
+- a fresh data key per file (a constant data key passed every envelope test);
+- model verification refuses a symlink the signer did not see, by that check's own message;
+- `dataset encrypt|decrypt` onto an existing destination leaves its bytes intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+from secureai.cli.crypto_cmds import main as crypto_main
+from secureai.crypto import envelope
+from secureai.crypto.signing import SignatureError, generate_signing_key, sign_model, verify_model
+
+KEK = bytes(range(32))
+PLAINTEXT = b"the same plaintext, twice " * 100
+
+
+def _wrapped_dek(blob: bytes) -> bytes:
+    """The wrapped data key, read from the documented header layout (docs/crypto.md)."""
+    start = envelope._FIXED.size + envelope.KEK_ID_SIZE
+    return blob[start : start + envelope.WRAPPED_SIZE]
+
+
+def _dek(blob: bytes, kek: bytes = KEK) -> bytes:
+    return aes_key_unwrap(kek, _wrapped_dek(blob))
+
+
+def _encrypt(data: bytes) -> bytes:
+    out = io.BytesIO()
+    envelope.encrypt_stream(io.BytesIO(data), out, KEK)
+    return out.getvalue()
+
+
+def test_each_encryption_draws_a_fresh_data_key() -> None:
+    first, second = _encrypt(PLAINTEXT), _encrypt(PLAINTEXT)
+    # AES key wrap is deterministic: a reused data key would give the same wrapped bytes
+    assert _wrapped_dek(first) != _wrapped_dek(second)
+    assert _dek(first) != _dek(second)
+    assert len(_dek(first)) == envelope.DEK_SIZE
+    assert KEK not in (_dek(first), _dek(second))
+    body = envelope.HEADER_SIZE
+    assert first[body:] != second[body:]
+    # and both still decrypt to the same plaintext
+    for blob in (first, second):
+        out = io.BytesIO()
+        envelope.decrypt_stream(io.BytesIO(blob), out, KEK)
+        assert out.getvalue() == PLAINTEXT
+
+
+def test_every_file_of_a_tree_has_its_own_data_key(tmp_path: Path) -> None:
+    src = tmp_path / "plain"
+    (src / "sub").mkdir(parents=True)
+    names = ["a.bin", "b.bin", "sub/c.bin", "sub/d.bin"]
+    for name in names:
+        (src / name).write_bytes(PLAINTEXT)  # same bytes in every file
+    dst = tmp_path / "enc"
+    envelope.encrypt_dir(src, dst, KEK)
+    deks = [_dek((dst / name).read_bytes()) for name in names]
+    assert len(set(deks)) == len(names)
+    one = tmp_path / "one.enc"
+    envelope.encrypt_file(src / "a.bin", one, KEK)
+    assert _dek(one.read_bytes()) not in deks
+
+
+@pytest.fixture
+def twin_model(tmp_path: Path) -> Path:
+    """A model with two identical files: one can become a symlink to the other and every
+    digest still matches, so only the symlink check can refuse it."""
+    root = tmp_path / "model"
+    (root / "weights").mkdir(parents=True)
+    (root / "config.json").write_text('{"layers": 2}\n')
+    (root / "weights" / "a.bin").write_bytes(bytes(range(256)) * 8)
+    (root / "weights" / "b.bin").write_bytes(bytes(range(256)) * 8)
+    return root
+
+
+def test_symlink_the_signer_did_not_see_is_refused_by_its_own_check(twin_model: Path) -> None:
+    keys = generate_signing_key()
+    signed = sign_model(twin_model, keys.private_key_pem)
+    assert verify_model(twin_model, keys.public_key_pem).digest == signed.digest
+    (twin_model / "weights" / "b.bin").unlink()
+    (twin_model / "weights" / "b.bin").symlink_to("a.bin")
+    with pytest.raises(SignatureError) as err:
+        verify_model(twin_model, keys.public_key_pem)
+    assert str(err.value) == "model contains symlinks but was signed without any"
+
+
+def test_a_model_signed_with_its_symlink_still_verifies(twin_model: Path) -> None:
+    """The positive control: the refusal above is about an unsigned symlink, not any link."""
+    (twin_model / "weights" / "b.bin").unlink()
+    (twin_model / "weights" / "b.bin").symlink_to("a.bin")
+    keys = generate_signing_key()
+    signed = sign_model(twin_model, keys.private_key_pem)
+    assert verify_model(twin_model, keys.public_key_pem).digest == signed.digest
+
+
+@pytest.fixture
+def keyfile(tmp_path: Path) -> Path:
+    path = tmp_path / "kek.b64"
+    path.write_bytes(base64.b64encode(KEK) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("verb", ["encrypt", "decrypt"])
+def test_existing_destination_is_left_intact(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, keyfile: Path, verb: str
+) -> None:
+    src = tmp_path / "data"
+    src.write_bytes(b"payload" * 100)
+    if verb == "decrypt":
+        envelope.encrypt_file(src, tmp_path / "data.enc", KEK)
+        src = tmp_path / "data.enc"
+    dst = tmp_path / "existing"
+    kept = b"precious bytes that must survive\n" * 10
+    dst.write_bytes(kept)
+    dst.chmod(0o640)
+    code = crypto_main(["dataset", verb, "--key", str(keyfile), str(src), str(dst)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "already exists" in err
+    assert dst.read_bytes() == kept
+    assert dst.stat().st_mode & 0o777 == 0o640
