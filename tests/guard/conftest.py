@@ -32,7 +32,7 @@ LOOPBACK = "127.0.0.1"
 
 # PII and secrets the upstream puts in its responses.
 EMAIL = "jane.doe@example.com"
-AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+AWS_KEY = "AKIAQ3EGRTVWXH7K2M4P"
 CARD = "4111 1111 1111 1111"
 PHONE = "+1 415-555-0132"
 SECRET_TEXT = f"Contact {EMAIL} or {PHONE}; card {CARD}; key {AWS_KEY}."

@@ -163,7 +163,7 @@ SPLIT_SAMPLES = [
     "SSN: 123456789 on file",
     "peer 2001:db8::7 and 10.1.2.3",
     "IBAN DE89 3704 0044 0532 0130 00 EUR",
-    "key AKIAIOSFODNN7EXAMPLE end",
+    "key AKIAQ3EGRTVWXH7K2M4P end",
     "tok ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 end",
     "Authorization: Bearer abcdefghijklmnopqrstuvwxyz123456 end",
     "AccountKey=abcdefghijklmnopqrstuvwxyz0123456789ABCD==;x",
@@ -231,7 +231,7 @@ PII_PIECES = [
     "192.168.0.1",
     "fe80::1",
     "GB82WEST12345698765432",
-    "AKIAIOSFODNN7EXAMPLE",
+    "AKIAQ3EGRTVWXH7K2M4P",
     "sk-proj-abc123def456ghi789jkl012mno",
     "EMP-123456",
     "Bearer abcdefghijklmnop1234",
@@ -283,7 +283,7 @@ def _sse_content(body: bytes) -> tuple[str, list[dict[str, Any]]]:
     return content, objs
 
 
-SECRET_SENTENCE = "Mail jane.doe@example.com, key AKIAIOSFODNN7EXAMPLE, card 4111111111111111."
+SECRET_SENTENCE = "Mail jane.doe@example.com, key AKIAQ3EGRTVWXH7K2M4P, card 4111111111111111."
 
 
 def test_sse_openai_deltas_split_secret_is_redacted_at_every_byte_split() -> None:
@@ -375,7 +375,7 @@ def test_sse_oversized_event_fails_closed() -> None:
 def test_ndjson_ollama_style() -> None:
     lines = [
         {"model": "m", "response": p, "done": False}
-        for p in ("key AKIAIOSF", "ODNN7EXAMPLE", " ok")
+        for p in ("key AKIAQ3EGR", "TVWXH7K2M4P", " ok")
     ]
     lines.append({"model": "m", "response": "", "done": True})
     body = b"".join(json.dumps(x).encode() + b"\n" for x in lines)

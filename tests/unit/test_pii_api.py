@@ -16,7 +16,7 @@ from secureai import pii
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = (
     "Mail jane.doe@example.com or call +44 20 7946 0958; card 4111 1111 1111 1111, "
-    "SSN 123-45-6789, host 10.0.0.7, IBAN DE89370400440532013000, key AKIAIOSFODNN7EXAMPLE."
+    "SSN 123-45-6789, host 10.0.0.7, IBAN DE89370400440532013000, key AKIAQ3EGRTVWXH7K2M4P."
 )
 
 

@@ -14,9 +14,10 @@ import binascii
 import importlib
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 Span = tuple[int, int, str]  # start, end, type
@@ -214,16 +215,148 @@ def _validate_iban(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     return (start, end) if iban_ok(compact) else None
 
 
+_SSN_BAD_AREAS = ("000", "666")
+
+
 def _validate_ssn(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    span = m.span(m.lastindex or 0)
-    digits = re.sub(r"\D", "", text[span[0] : span[1]])
+    g = m.lastindex or 0
+    span = m.span(g)
+    raw = text[span[0] : span[1]]
+    seps = {c for c in raw if not c.isdigit()}
+    if len(seps) > 1:
+        return None
+    digits = re.sub(r"\D", "", raw)
     area, group, serial = digits[:3], digits[3:5], digits[5:]
-    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+    if area in _SSN_BAD_AREAS or area[0] == "9" or group == "00" or serial == "0000":
         return None
     return span
 
 
-_VERSION_CTX = re.compile(r"(?i)(?:version|ver\.?|release|build|rev\.?|firmware|v)\s*[:=#]?\s*\Z")
+# Words after which a dotted number is a version, a section or an identifier, not an address.
+# Whole words only: "server 10.1.2.3" and "nameserver 10.1.2.3" are addresses.
+_NOT_ADDR_CTX = re.compile(
+    r"(?i)(?:(?<![\w])(?:version|ver|v|release|rel|build|rev|revision|firmware|fw|patch|"
+    r"section|sec|§|clause|chapter|ch|para|paragraph|article|art|rule|step|figure|fig|"
+    r"table|appendix|oid|rfc|iso|schema|standard|kb|update|sp)[\"']?\.?\s{0,3}[:=#]?"
+    r"|(?:defined|described|specified|listed|shown|explained|referenced|given|set out)"
+    r"\s+(?:in|under|by|at))\s{0,3}[\"']?\Z"
+)
+# A capitalised product name right before a 4-part number makes it a version ("OpenSSL
+# 3.0.19.1"); these words are not product names.
+_IP_CUE_WORDS = frozenset(
+    [
+        "note",
+        "see",
+        "found",
+        "value",
+        "contact",
+        "kontakt",
+        "address",
+        "addr",
+        "host",
+        "server",
+        "ip",
+        "ipv4",
+        "from",
+        "to",
+        "got",
+        "use",
+        "record",
+        "field",
+        "sure",
+        "please",
+        "voici",
+        "ping",
+        "connecting",
+        "connect",
+        "gateway",
+        "dns",
+        "nameserver",
+        "peer",
+        "client",
+        "proxy",
+        "endpoint",
+        "router",
+        "subnet",
+        "route",
+        "bind",
+        "listen",
+        "remote",
+        "src",
+        "dst",
+        "source",
+        "destination",
+        "inet",
+        "cidr",
+        "network",
+        "net",
+        "range",
+        "vpc",
+        "lan",
+        "wan",
+        "vpn",
+        "nat",
+        "allow",
+        "deny",
+        "block",
+        "firewall",
+        "target",
+        "mask",
+        "netmask",
+        "resolver",
+        "public",
+        "private",
+        "internal",
+        "external",
+        "local",
+        "static",
+        "dhcp",
+        "ntp",
+        "smtp",
+        "http",
+        "https",
+        "tcp",
+        "udp",
+        "ssh",
+        "at",
+        "on",
+        "is",
+        "via",
+        "and",
+        "or",
+        "the",
+        "a",
+        "an",
+        "with",
+        "by",
+        "for",
+    ]
+)
+_PRODUCT = re.compile(r"(?<![\w.])([A-Z][A-Za-z0-9+_-]{1,30}) \Z")
+
+
+def _ipv4_is_version(text: str, start: int, first_octet: int) -> bool:
+    before = text[max(0, start - 40) : start]
+    if _NOT_ADDR_CTX.search(before):
+        return True
+    m = _PRODUCT.search(before)
+    return bool(m and first_octet <= 30 and m.group(1).lower() not in _IP_CUE_WORDS)
+
+
+def _ip_suffix(text: str, end: int, v6: bool) -> int:
+    """Extend an address over its ``/prefix`` (and ``%zone`` for IPv6)."""
+    if v6:
+        z = _ZONE.match(text, end)
+        if z:
+            end = z.end()
+    p = _PREFIX_LEN.match(text, end)
+    if p and int(p.group(1)) <= (128 if v6 else 32):
+        end = p.end()
+    return end
+
+
+_ZONE = re.compile(r"%(?:[A-Za-z0-9_.-]{0,15}[A-Za-z0-9_])(?![\w%])")
+_PREFIX_LEN = re.compile(r"/(\d{1,3})(?![\w/]|\.\d)")
 
 
 def _validate_ipv4(text: str, m: re.Match[str]) -> tuple[int, int] | None:
@@ -231,9 +364,9 @@ def _validate_ipv4(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         ipaddress.IPv4Address(m.group(0))
     except ValueError:
         return None
-    if _VERSION_CTX.search(text[max(0, m.start() - 16) : m.start()]):
+    if _ipv4_is_version(text, m.start(), int(m.group(0).split(".", 1)[0])):
         return None
-    return m.span()
+    return m.start(), _ip_suffix(text, m.end(), False)
 
 
 def _validate_ipv6(text: str, m: re.Match[str]) -> tuple[int, int] | None:
@@ -244,32 +377,142 @@ def _validate_ipv6(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         ipaddress.IPv6Address(cand)
     except ValueError:
         return None
-    return m.span()
+    return m.start(), _ip_suffix(text, m.end(), True)
+
+
+# --------------------------------------------------------------------------- phones
+
+# Words that announce a phone number (then a bare run of digits is one), or an identifier of
+# another kind (then a digit group is not a phone number).
+_PHONE_CUE = re.compile(
+    r"(?i)(?:phone|tel|tél|telefon|telephone|téléphone|mobile|mobil|cell|handy|fax|call|"
+    r"whatsapp|sms|text me|(?:reach|call|ring) (?:me|him|her|us|them)(?: on| at)?|dial|number is|"
+    r"phone number|contact number|numéro|nummer|電話)[\w.]{0,3}\s{0,3}(?:no\.?|number|#)?"
+    r"\s{0,3}(?:is|at|on|:|=|-)?\s{0,3}[\"'(]?\s{0,2}\Z"
+)
+_ID_CUE = re.compile(
+    r"(?i)(?<![\w])(?:s/n|sn|invoice|inv|order|ref|reference|account|acct|id|no|nr|ticket|case|sku|"
+    r"isbn|issn|serial|part|build|version|po|zip|postcode|code|tracking|iban|bic|vat|tax|"
+    r"customer|member|policy|claim|booking|confirmation|transaction|txn)[.#:]?\s{0,3}"
+    r"(?:no\.?|number|#|id)?[.#:]?\s{0,3}\Z"
+)
+_DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\Z")
+
+
+def _groups(raw: str) -> list[str]:
+    return re.findall(r"\d+", raw)
+
+
+def _national_layout(raw: str, digits: str, groups: list[str]) -> bool:
+    """National formats of the major locales, written with separators."""
+    n = len(digits)
+    sizes = [len(g) for g in groups]
+    if any(s == 1 for s in sizes[1:]):  # ISBN-like, dates, versions
+        return False
+    if raw.startswith("("):  # (area) number: US, DE, BR, AU
+        return 9 <= n <= 11
+    if digits[0] == "0":
+        # Trunk prefix: area code of 2-5 digits (with the 0), then the subscriber number.
+        return not digits.startswith("00") and 2 <= sizes[0] <= 5 and 9 <= n <= 12
+    if raw.startswith("8 (") and n == 11:  # RU trunk 8
+        return True
+    if n == 10 and sizes == [3, 3, 4] and digits[0] in "23456789":  # NANP, IT mobile
+        return True
+    if n == 11 and digits[0] == "1" and sizes in ([1, 3, 3, 4], [3, 4, 4]):  # 1-800, CN mobile
+        return digits[1] in ("3456789" if sizes == [3, 4, 4] else "23456789")
+    if n == 9 and sizes == [3, 3, 3] and digits[0] in "56789":  # ES, PL
+        return True
+    if n == 10 and sizes == [5, 5] and digits[0] in "6789":  # IN mobile
+        return True
+    return n == 10 and sizes == [2, 4, 4] and digits[0] != "1"  # MX
 
 
 def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     raw = m.group(0)
-    digits = re.sub(r"\D", "", raw)
+    groups = _groups(raw)
+    digits = "".join(groups)
+    n = len(digits)
+    before = text[max(0, m.start() - 40) : m.start()]
     if raw.startswith("+"):
-        if not 8 <= len(digits) <= 15:
+        if not 8 <= n <= 15 or raw[1] == "0":
             return None
-        if raw.startswith("+1") and len(digits) == 11:
-            return m.span() if digits[1] in "23456789" else None
-        return m.span()
-    if raw.startswith("0") and not raw.startswith("0("):
-        if digits[1] == "0" or not 10 <= len(digits) <= 11 or not re.search(r"[ -]", raw):
-            return None
-        if re.match(r"\d{2}[-/. ]\d{2}[-/. ]\d{4}", raw):  # a date
-            return None
-        rest = [len(g) for g in re.split(r"[ -]", raw)[1:]]
-        # National layouts: 2-digit pairs (FR) or a last group of 3+ (UK, DE, IT, NL).
-        if not (all(n == 2 for n in rest) or rest[-1] >= 3):
+        if raw.startswith("+1") and n == 11 and digits[1] not in "23456789":
             return None
         return m.span()
-    national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
-    if len(national) != 10 or national[0] in "01":
+    if _PHONE_CUE.search(before):
+        return m.span() if 7 <= n <= 13 and not _DATE.match(raw) else None
+    if len(groups) < 2 or _ID_CUE.search(before) or _DATE.match(raw):
         return None
-    return m.span()
+    if re.search(r"\d[ .-]\Z", before):  # the tail of a longer digit sequence
+        return None
+    if re.fullmatch(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}", raw):
+        return None
+    return m.span() if _national_layout(raw, digits, groups) else None
+
+
+# --------------------------------------------------------------------------- secrets
+
+_PLACEHOLDER_WORDS = re.compile(
+    r"(?i)example|sample|dummy|fake|placeholder|your|redacted|changeme|change[_-]?me|"
+    r"insert|replace|here|token[_-]?here|xxxx|\*\*\*|\.\.\.|"
+    r"<[^>]*>|\$\{|\{\{|%\(|todo|foobar|lorem|not[_-]?a[_-]?real|insecure"
+)
+
+
+def looks_like_placeholder(body: str) -> bool:
+    """A documentation value: words, runs of one character, or very few distinct ones."""
+    if not body or _PLACEHOLDER_WORDS.search(body):
+        return True
+    if re.search(r"(.)\1{5}", body):
+        return True
+    if len(set(body.lower())) <= max(3, len(body) // 8):
+        return True
+    # lowercase words joined by - or _ ("your-bot-token", "my_api_key")
+    return re.fullmatch(r"[a-z]+(?:[-_.][a-z]+)*", body) is not None
+
+
+def _entropy(s: str) -> float:
+    counts: dict[str, int] = {}
+    for c in s:
+        counts[c] = counts.get(c, 0) + 1
+    n = len(s)
+    return -sum(k / n * math.log2(k / n) for k in counts.values())
+
+
+def _validate_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """A token of a known family: its body must not be a placeholder."""
+    g = (m.lastindex or 0) if m.lastindex else 0
+    span = m.span(g)
+    value = text[span[0] : span[1]]
+    body = re.sub(r"^[A-Za-z]{2,12}[_-](?:[a-z0-9]{1,8}[_-])?", "", value)
+    if looks_like_placeholder(value) or looks_like_placeholder(body or value):
+        return None
+    return span
+
+
+def _looks_like_code(value: str) -> bool:
+    """A dotted name, a call or a subscript, or a bare snake_case, UPPER_CASE or camelCase name."""
+    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:[\[(]|\Z)|[A-Za-z_]\w*[\[(]", value):
+        return True
+    if re.fullmatch(r"[a-z_]+(?:[a-z_]+|\d+\Z)*|[A-Z_]+(?:[A-Z_]+|\d+\Z)*", value):
+        return True  # names may end in digits (var2, DB_PASSWORD_1), random strings mix them
+    return re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+){1,3}", value) is not None
+
+
+def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """``name = value`` credentials: judged by the value, since the key already qualified."""
+    span = m.span(m.lastindex or 0)
+    value = text[span[0] : span[1]]
+    if len(value) < 8 or looks_like_placeholder(value):
+        return None
+    if value[0] in "$%{<(" or value.lower() in ("true", "false", "null", "none"):
+        return None
+    if _looks_like_code(value):
+        return None
+    classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
+    if classes < 2 or _entropy(value) < 2.8:
+        return None
+    return span
 
 
 def _b64url_json(part: str) -> Any:
@@ -288,10 +531,29 @@ def _validate_jwt(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 
 
 def _validate_api_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    body = m.group(0)[3:]
-    if re.search(r"\d", body) and re.search(r"[A-Za-z]", body):
+    body = re.sub(r"^sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?", "", m.group(0))
+    if re.search(r"\d", body) and re.search(r"[A-Za-z]", body) and not looks_like_placeholder(body):
         return m.span()
     return None
+
+
+def _validate_email(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    if re.search(r"://[^\s/@]*\Z", text[max(0, m.start() - 80) : m.start()]):
+        return None  # the password and host of scheme://user:password@host
+    return m.span()
+
+
+def _validate_webhook(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    tail = m.group(0).split("/", 4)[-1]
+    return None if looks_like_placeholder(tail.replace("/", "")) else m.span()
+
+
+def _validate_url_password(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    span = m.span(1)
+    value = m.group(1)
+    if looks_like_placeholder(value) or value.lower() in ("password", "pass", "pwd", "secret"):
+        return None
+    return span
 
 
 # --------------------------------------------------------------------------- detectors
@@ -334,10 +596,12 @@ EMAIL = Detector(
         r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,6}"
         r"(?!(?:png|jpe?g|gif|svg|webp|ico|css|js|ts|py|md|txt|json|ya?ml|html?|lock|zip|gz)"
         r"(?![A-Za-z0-9-]))"
-        r"[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+        # not followed by ':path' (an SSH-style Git remote, git@host:org/repo.git)
+        r"[A-Za-z]{2,24}(?![A-Za-z0-9-]|:[\w~]|\.[A-Za-z0-9])"
     ),
     max_len=480,
     charset=r"[A-Za-z0-9._%+@-]",
+    validate=_validate_email,
     trigger=("@",),
     priority=10,
 )
@@ -345,18 +609,17 @@ EMAIL = Detector(
 PHONE = Detector(
     type="phone",
     pattern=re.compile(
-        r"(?<![\w+.-])(?:"
-        r"\+[1-9]\d{0,2}+(?:[ .-]?\(\d{1,4}+\)|[ .-]?\d{1,5}+){1,6}+"
-        r"|(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
-        r"|0\d{1,4}+(?:[ -]\d{2,8}+){1,4}+"
-        r")(?![\w-]|[.]\d)"
+        r"(?<![\w+.\-/:#@$])(?:\+\d{1,3}+|\(\d{1,5}+\)|\d{1,12}+)"
+        r"(?:(?:[ .\-/]|\ ?\(0\)\ ?)?+(?:\(\d{1,5}+\)|\d{1,12}+)){0,6}+"
+        r"(?![\w-]|[.,/:]\d)"
     ),
-    max_len=40,
-    charset=_SEP_NUM,
+    max_len=40,  # replaced below by the pattern's width
+    charset=r"[0-9 ().+/-]",
     validate=_validate_phone,
     trigger=_DIGITS,
     priority=20,
 )
+PHONE = replace(PHONE, max_len=pattern_max_width(PHONE.pattern.pattern))
 
 PAYMENT_CARD = Detector(
     type="payment_card",
@@ -368,21 +631,20 @@ PAYMENT_CARD = Detector(
     priority=40,
 )
 
+_SSN_CUES = ("ssn", "s.s.n.", "ss#", "ss no", "soc. sec.", "social security", "social")
 US_SSN = Detector(
     type="us_ssn",
     pattern=re.compile(
         r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-]|[.]\d)"
-        r"|(?i:\b(?:ssn|social security(?: number| no\.?)?)\s{0,3}(?:#|no\.?|number)?\s{0,3}"
-        r"[:=]?\s{0,3})(\d{3}[ -]?\d{2}[ -]?\d{4})(?![\w-])"
+        r"|(?i:(?<![\w])(?:ssn|s\.s\.n\.?|ss\#|ss\s?no\.?"
+        r"|soc(?:ial)?\.?\s?sec(?:urity)?\.?(?:\s?(?:number|num|no)\.?|\s?\#)?|social)"
+        r"(?:\s{0,3}(?:\#|no\.?|number|num\.?))?[\"']?\s{0,3}(?:is|:|=|\#|-)?\s{0,3}"
+        r"[\"']?\s{0,3})(\d{3}([ .-]?)\d{2}\2\d{4})(?![\w-]|[.]\d)"
     ),
-    max_len=60,
+    max_len=80,
     charset=None,
     tail=_tail(
-        [
-            r"[0-9-]{1,10}",
-            _prefix_closure("ssn", r"[\s#:=.a-z0-9 -]{0,40}"),
-            _prefix_closure("social security", r"[\s#:=.a-z0-9 -]{0,40}"),
-        ],
+        [r"[0-9 .-]{1,10}"] + [_prefix_closure(c, r"[\s#:=.a-z0-9\"' -]{0,40}") for c in _SSN_CUES],
         re.IGNORECASE,
     ),
     validate=_validate_ssn,
@@ -393,8 +655,8 @@ US_SSN = Detector(
 IPV4 = Detector(
     type="ip_address",
     pattern=re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w-]|[.]\d)"),
-    max_len=15,
-    charset=r"[0-9.]",
+    max_len=19,
+    charset=r"[0-9./]",
     validate=_validate_ipv4,
     trigger=_DIGITS,
     priority=15,
@@ -405,8 +667,8 @@ IPV6 = Detector(
     pattern=re.compile(
         r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}(?:\.\d{1,3}){0,3}(?![\w:]|[.]\d)"
     ),
-    max_len=45,
-    charset=r"[0-9A-Fa-f:.]",
+    max_len=66,
+    charset=r"[0-9A-Za-z:.%/_-]",
     validate=_validate_ipv6,
     trigger=(":",),
     priority=16,
@@ -426,11 +688,111 @@ _PEM_BODY = r"(?:[A-Za-z0-9+/=\s\\,:]|-(?!-)){0,16000}"
 _PEM_END = r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _B64ISH = r"[A-Za-z0-9_.+/=-]"
 
+# Token families with a recognisable prefix (GitLab, Hugging Face, Slack, Stripe, npm, PyPI,
+# Twilio, SendGrid, AWS Bedrock, GitHub, Google, DigitalOcean, Shopify, Databricks, Grafana,
+# Vault, Postman, age, Groq, Replicate, Linear, New Relic, Sentry, Doppler).
+_FAMILIES = (
+    r"gl(?:pat|dt|rt|ptt|soat|ft|imt|cbt|agent|oas|ffct|wt|rtr)-[\w.-]{19,299}[\w-]",
+    r"GR1348941[\w-]{20,40}",
+    r"hf_[A-Za-z]{30,40}",
+    r"api_org_[A-Za-z]{30,40}",
+    r"xox[abposre]-[A-Za-z0-9-]{10,250}",
+    r"xoxe\.xox[bp]-\d-[A-Za-z0-9-]{40,300}",
+    r"xoxe-\d-[A-Za-z0-9-]{40,300}",
+    r"xapp-\d-[A-Z0-9]{8,16}-\d{6,16}-[a-f0-9]{32,128}",
+    r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250}",
+    r"whsec_[A-Za-z0-9+/=]{24,100}",
+    r"npm_[A-Za-z0-9]{36}",
+    r"pypi-AgEIcHlwaS5vcmc[\w-]{50,400}",
+    r"SK[0-9a-f]{32}",
+    r"SG\.[\w-]{22}\.[\w-]{43}",
+    r"ABSK[A-Za-z0-9+/]{100,300}={0,2}",
+    r"bedrock-api-key-[A-Za-z0-9+/=]{40,2000}",
+    r"gh[pousr]_[A-Za-z0-9]{36,255}",
+    r"github_pat_\w{22,255}",
+    r"do[por]_v1_[a-f0-9]{64}",
+    r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
+    r"dapi[a-f0-9]{32}(?:-\d)?",
+    r"gl(?:sa|c)_[A-Za-z0-9_+/=-]{32,200}",
+    r"hv[sbr]\.[\w-]{24,300}",
+    r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}",
+    r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
+    r"gsk_[A-Za-z0-9]{48,60}",
+    r"r8_[A-Za-z0-9]{37}",
+    r"lin_api_[A-Za-z0-9]{40}",
+    r"NRAK-[A-Z0-9]{27}",
+    r"sntry[su]_[A-Za-z0-9+/=_-]{40,300}",
+    r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}",
+    r"AIza[\w-]{35}",
+    r"ya29\.[\w-]{20,2048}",
+)
+_FAMILY_TRIGGERS = (
+    "gl",
+    "GR1348941",
+    "hf_",
+    "api_org_",
+    "xox",
+    "xapp-",
+    "k_live_",
+    "k_test_",
+    "whsec_",
+    "npm_",
+    "pypi-",
+    "SK",
+    "SG.",
+    "ABSK",
+    "bedrock-api-key-",
+    "gh",
+    "github_pat_",
+    "_v1_",
+    "shp",
+    "dapi",
+    "hv",
+    "PMAK-",
+    "AGE-SECRET-KEY-",
+    "gsk_",
+    "r8_",
+    "lin_api_",
+    "NRAK-",
+    "sntry",
+    "dp.",
+    "AIza",
+    "ya29.",
+)
+_FAMILY_RE = r"(?<![\w-])(?:" + "|".join(_FAMILIES) + r")(?![\w-])"
+
+# Names under which a credential is assigned (``password = …``, ``"api_key": "…"``); the
+# value is then judged on its own (not a placeholder, mixed characters, enough entropy).
+_CRED_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_key",
+    "accesskey",
+    "private_key",
+    "privatekey",
+    "credential",
+    "credentials",
+)
+_GENERIC_RE = (
+    r"(?i:(?<![a-z])(?:passwor[dt]|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
+    r"private[_-]?key|credentials?)(?:[_.-]?key)?[\"']?\s{0,3}(?::|=>?|>|\s(?:to|is)\s)\s{0,3}[\"']?)"
+    r"([^\s\"'<>,;`]{8,200})"
+)
+
 SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(
-            r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----" + _PEM_BODY + f"(?:{_PEM_END})?"
+            r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+            # not a placeholder body ("...", "<your key>", "(paste it)") or an empty block
+            r"(?!(?:\s|\\[nr])*(?:[.<(\[{*\u2026]|-----END))" + _PEM_BODY + f"(?:{_PEM_END})?"
         ),
         max_len=16200,
         charset=None,
@@ -460,6 +822,7 @@ SECRETS: tuple[Detector, ...] = (
         ),
         max_len=20,
         charset=r"[A-Z0-9]",
+        validate=_validate_token,
         trigger=_AWS_PREFIXES,
         priority=80,
     ),
@@ -483,6 +846,7 @@ SECRETS: tuple[Detector, ...] = (
             re.IGNORECASE,
         ),
         tail_keys=("aws", "secret"),
+        validate=_validate_token,
         group=1,
         trigger=("secret",),
         trigger_ci=True,
@@ -490,12 +854,30 @@ SECRETS: tuple[Detector, ...] = (
     ),
     Detector(
         type="secret",
+        pattern=re.compile(_FAMILY_RE),
+        max_len=pattern_max_width(_FAMILY_RE),
+        charset=r"[A-Za-z0-9_.+/=-]",
+        validate=_validate_token,
+        trigger=_FAMILY_TRIGGERS,
+        priority=85,
+    ),
+    Detector(
+        type="secret",  # Azure AD (Entra ID) client secrets, recognisable without a label
         pattern=re.compile(
-            r"(?<![\w-])(?:AIza[0-9A-Za-z_-]{35}|ya29\.[0-9A-Za-z_-]{20,2048})(?![\w-])"
+            r"(?<![\w~.-])[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{30,33}[A-Za-z0-9_~-](?![\w~-]|\.[\w~-])"
         ),
-        max_len=2060,
-        charset=r"[0-9A-Za-z_.-]",
-        trigger=("AIza", "ya29."),
+        max_len=40,
+        charset=r"[A-Za-z0-9_~.-]",
+        validate=_validate_token,
+        trigger=("Q~",),
+        priority=80,
+    ),
+    Detector(
+        type="secret",  # Telegram bot tokens
+        pattern=re.compile(r"(?<![\w:])\d{8,10}:AA[\w-]{33}(?![\w-])"),
+        max_len=45,
+        charset=r"[A-Za-z0-9_:-]",
+        trigger=(":AA",),
         priority=80,
     ),
     Detector(
@@ -522,6 +904,7 @@ SECRETS: tuple[Detector, ...] = (
             re.IGNORECASE,
         ),
         tail_keys=("accountkey", "sharedaccess", "clientsecret", "client_secret", "sig="),
+        validate=_validate_token,
         group=-1,
         trigger=("accountkey", "sharedaccess", "clientsecret", "client_secret", "sig="),
         trigger_ci=True,
@@ -530,30 +913,11 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(
-            r"(?<![\w-])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"
-            r"|xox[abposre]-[A-Za-z0-9-]{10,250}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250})"
-            r"(?![\w-])"
+            r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/]{20,160}"
         ),
-        max_len=270,
-        charset=r"[A-Za-z0-9_-]",
-        trigger=(
-            "ghp_",
-            "gho_",
-            "ghu_",
-            "ghs_",
-            "ghr_",
-            "github_pat_",
-            "xox",
-            "k_live_",
-            "k_test_",
-        ),
-        priority=80,
-    ),
-    Detector(
-        type="secret",
-        pattern=re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/]{20,120}"),
-        max_len=160,
+        max_len=200,
         charset=r"[A-Za-z0-9/:.]",
+        validate=_validate_webhook,
         trigger=("hooks.slack.com",),
         priority=85,
     ),
@@ -576,10 +940,46 @@ SECRETS: tuple[Detector, ...] = (
         charset=None,
         tail=_tail([_prefix_closure("bearer", r"\s{0,4}" + _B64ISH + r"{0,2048}")], re.I),
         tail_keys=("bearer",),
+        validate=_validate_token,
         group=1,
         trigger=("bearer",),
         trigger_ci=True,
         priority=70,
+    ),
+    Detector(
+        type="secret",  # the password of scheme://user:password@host
+        pattern=re.compile(r"(?<=[A-Za-z0-9+.-])://[^\s:/@\"'<>]{1,64}:([^\s/@\"'<>]{3,128})@"),
+        max_len=200,
+        charset=None,
+        tail=_tail([r":(?://?(?:[^\s:/@\"'<>]{0,64}(?::[^\s/@\"'<>]{0,128})?)?)?"]),
+        tail_keys=("://",),
+        validate=_validate_url_password,
+        group=1,
+        trigger=("://",),
+        priority=75,
+    ),
+    Detector(
+        type="secret",
+        pattern=re.compile(_GENERIC_RE),
+        max_len=260,
+        charset=None,
+        tail=_tail(
+            [
+                _prefix_closure(
+                    k,
+                    r"(?:[_.-]?(?:k(?:ey?)?)?)?"  # SECRET_KEY
+                    r"[\"']?[\s:=>tois]{0,8}[\"']?[^\s\"'<>,;`]{0,200}",
+                )
+                for k in _CRED_KEYS
+            ],
+            re.IGNORECASE,
+        ),
+        tail_keys=("pass", "pwd", "secret", "token", "key", "credential"),
+        validate=_validate_generic,
+        group=1,
+        trigger=("pass", "pwd", "secret", "token", "key", "credential"),
+        trigger_ci=True,
+        priority=60,
     ),
 )
 
