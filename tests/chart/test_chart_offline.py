@@ -289,7 +289,7 @@ def test_operator_rights_are_exactly_what_the_code_uses() -> None:
         ("policy", "poddisruptionbudgets"): rw,
         ("networking.k8s.io", "networkpolicies"): rw,
         ("", "events"): {"create"},
-        ("", "pods"): {"list"},
+        ("", "pods"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch", "patch"},
         ("", "persistentvolumes"): {"get"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

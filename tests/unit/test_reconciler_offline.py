@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,8 +12,10 @@ import yaml
 from secureai.api import Policy, parse_workload
 from secureai.controllers import metrics
 from secureai.controllers.reconciler import Reconciler
+from secureai.controllers.state import Entry
 from secureai.k8s.client import KubeClient
 from secureai.render import render
+from secureai.render.meta import LABEL_KIND, LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = Policy.from_yaml(REPO / "examples" / "policy.yaml")
@@ -40,28 +43,158 @@ def own_policies(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in children if m["kind"] == "NetworkPolicy"]
 
 
+class FakeApi:
+    """Dry-runs answer with the manifest as sent; deletes are recorded; nothing else."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    async def dry_run_create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(manifest)
+
+    async def delete(self, kind: str, namespace: str | None, name: str, **_: Any) -> None:
+        self.deleted.append(f"{kind}/{name}")
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"unexpected API call: {name}")
+
+
+def rendered(r: Reconciler, body: dict[str, Any]) -> Entry:
+    """A workload as after its first reconcile: desired children and their expected form."""
+    entry = r.observe_workload(body)
+    assert entry is not None
+    entry.model = parse_workload(body)
+    children = render(entry.model, POLICY)
+    entry.desired = {(m["kind"], m["metadata"]["name"]): m for m in children}
+    entry.reconciled_generation = entry.generation
+    return entry
+
+
+def foreign(name: str, selector: dict[str, Any], **labels: str) -> dict[str, Any]:
+    return {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "ml", "labels": labels, "resourceVersion": "20"},
+        "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": [{}]},
+    }
+
+
 def test_own_policies_seen_before_the_first_render_are_not_foreign() -> None:
     """Regression: after a restart, reconciles queue; the watch delivered the workload's own
     NetworkPolicies first, they were taken for foreign ones, and Isolated flipped to False."""
-    r, body = reconciler(), workload()
-    entry = r.observe_workload(body)
-    assert entry is not None and not entry.desired
-    for policy in own_policies(body):
-        policy["metadata"]["resourceVersion"] = "9"
-        assert r._ours(policy)
-    assert r.state.foreign_policies == {}
+    events: list[str] = []
+    r = Reconciler(
+        cast(KubeClient, FakeApi()), POLICY, lambda b, t, reason, m: events.append(reason)
+    )
+    body = workload()
+
+    async def run() -> None:
+        entry = r.observe_workload(body)
+        assert entry is not None and not entry.desired
+        for policy in own_policies(body):
+            policy["metadata"]["resourceVersion"] = "9"
+            await r.on_watch_event(policy, deleted=False)
+        entry = rendered(r, body)
+        await r._judge(entry, locked=True)
+        assert r._verdict(entry).isolated, r._verdict(entry)
+
+    r._write_status = _no_status  # type: ignore[method-assign]
+    asyncio.run(run())
+    assert events == []
+
+
+async def _no_status(entry: Any) -> None:
+    return None
+
+
+def judged(policy: str = "report", pods: dict[str, dict[str, str]] | None = None) -> Any:
+    api = FakeApi()
+    events: list[tuple[str, str]] = []
+    r = Reconciler(
+        cast(KubeClient, api),
+        POLICY.model_copy(update={"foreign_network_policy": policy}),
+        lambda b, t, reason, message: events.append((reason, message)),
+    )
+    r._write_status = _no_status  # type: ignore[method-assign]
+    body = workload()
+    entry = rendered(r, body)
+
+    async def setup() -> None:
+        for m in own_policies(body):
+            m["metadata"]["resourceVersion"] = "9"
+            await r.on_watch_event(m, deleted=False)
+        for name, labels in (pods or {}).items():
+            pod = {"kind": "Pod", "metadata": {"name": name, "namespace": "ml", "labels": labels}}
+            await r.on_pod(pod, deleted=False)
+
+    asyncio.run(setup())
+    return r, api, events, entry
 
 
 def test_policy_labelled_as_ours_but_not_rendered_is_foreign() -> None:
-    r, body = reconciler(), workload()
-    entry = r.observe_workload(body)
-    assert entry is not None
-    children = render(parse_workload(body), POLICY)
-    entry.desired = {(m["kind"], m["metadata"]["name"]): m for m in children}
-    forged = own_policies(body)[0]
-    forged["metadata"]["name"] = "embeddings-allow-all"
-    assert not r._ours(forged)
-    assert all(r._ours(p) for p in own_policies(body))
+    """Regression: a forged allow-all policy labelled managed-by=secureai (workload label
+    unknown or missing) was taken for the operator's own and dropped from the cache."""
+    for labels in ({}, {LABEL_WORKLOAD: "nobody", LABEL_KIND: "inference"}):
+        r, api, events, entry = judged()
+        forged = foreign("allow-all", {}, **{LABEL_MANAGED_BY: MANAGED_BY, **labels})
+        asyncio.run(r.on_watch_event(forged, deleted=False))
+        assert not entry.isolation.isolated
+        assert entry.isolation.widening == ("allow-all",)
+        assert ("ForeignNetworkPolicy", "widened by allow-all") in events
+        assert api.deleted == []
+
+
+def test_foreign_policy_selecting_by_pod_template_hash_is_judged_on_live_pods() -> None:
+    """Regression: isolation was judged against the rendered labels only."""
+    name = parse_workload(workload()).metadata.name
+    live = {LABEL_WORKLOAD: name, LABEL_KIND: "inference", "pod-template-hash": "abc"}
+    r, _, events, entry = judged(pods={f"{name}-abc-1": live})
+    sneaky = foreign("by-hash", {"matchLabels": {"pod-template-hash": "abc"}})
+    asyncio.run(r.on_watch_event(sneaky, deleted=False))
+    assert entry.isolation.reason == "ForeignNetworkPolicy"
+    assert [e for e, _ in events] == ["ForeignNetworkPolicy"]
+    asyncio.run(r.on_watch_event(sneaky, deleted=True))
+    assert entry.isolation.isolated
+    assert [e for e, _ in events] == ["ForeignNetworkPolicy", "Isolated"]
+
+
+def test_remove_deletes_a_foreign_policy_that_predates_the_workload() -> None:
+    """Regression: with `remove`, a foreign policy present before the first reconcile was only
+    recorded, never removed, and no Event was posted."""
+    api = FakeApi()
+    events: list[str] = []
+    r = Reconciler(
+        cast(KubeClient, api),
+        POLICY.model_copy(update={"foreign_network_policy": "remove"}),
+        lambda b, t, reason, m: events.append(reason),
+    )
+    r._write_status = _no_status  # type: ignore[method-assign]
+    body = workload()
+
+    async def run() -> None:
+        await r.on_watch_event(foreign("old-allow-all", {}), deleted=False)
+        for m in own_policies(body):
+            await r.on_watch_event(m, deleted=False)
+        entry = rendered(r, body)
+        await r._judge(entry, locked=True)
+        assert entry.isolation is not None and entry.isolation.isolated
+
+    asyncio.run(run())
+    assert api.deleted == ["NetworkPolicy/old-allow-all"]
+    assert events == ["ForeignNetworkPolicyRemoved"]
+
+
+def test_tampered_default_deny_is_not_isolated_before_the_revert() -> None:
+    """Regression: a key added to the default-deny podSelector made it select no pod, and
+    status kept saying Isolated=True."""
+    name = parse_workload(workload()).metadata.name
+    pod = {LABEL_WORKLOAD: name, LABEL_KIND: "inference"}
+    r, _, _, entry = judged(pods={"p": pod})
+    deny = next(m for m in own_policies(entry.body) if m["metadata"]["name"].endswith("deny"))
+    deny["spec"]["podSelector"]["matchLabels"]["x"] = "y"
+    deny["metadata"]["resourceVersion"] = "30"
+    r.state.remember_child(deny)
+    verdict = r._verdict(entry)
+    assert (verdict.isolated, verdict.reason) == (False, "NotSelected")
 
 
 def test_phase_gauge_moves_with_the_workload() -> None:

@@ -11,7 +11,7 @@ import kopf
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.client import ApiError
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
-from secureai.render.meta import LABEL_MANAGED_BY, MANAGED_BY
+from secureai.render.meta import LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
 log = logging.getLogger("secureai")
 
@@ -30,6 +30,7 @@ def configure_watches(settings: kopf.OperatorSettings) -> None:
             settings.watching.label_selectors[_selector(resource.api_version, resource.plural)] = (
                 managed
             )
+    settings.watching.label_selectors[_selector("v1", "pods")] = LABEL_WORKLOAD  # workloads' only
     # Namespaces stay unfiltered: kopf's own namespace discovery shares this watch.
 
 
@@ -83,6 +84,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def on_network_policy(event: kopf.RawEvent, **_: Any) -> None:
         body = cast(dict[str, Any], event["object"])
         await reconciler.on_watch_event(body, deleted=event.get("type") == "DELETED")
+
+    @kopf.on.event("v1", "pods", registry=registry)
+    async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
+        body = cast(dict[str, Any], event["object"])
+        await reconciler.on_pod(body, deleted=event.get("type") == "DELETED")
 
     @kopf.on.event("v1", "namespaces", registry=registry)
     async def on_namespace(event: kopf.RawEvent, **_: Any) -> None:

@@ -25,7 +25,7 @@ from secureai.controllers.http import serve
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.client import ApiError, KubeClient, load_credentials
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
-from secureai.render.meta import LABEL_MANAGED_BY, MANAGED_BY
+from secureai.render.meta import LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
 log = logging.getLogger("secureai")
 
@@ -68,6 +68,8 @@ async def warm_caches(reconciler: Reconciler, patterns: list[str] | None) -> Non
             for body in await reconciler.kube.list(kind, scope, label_selector=selector):
                 body.setdefault("kind", kind)
                 await reconciler.on_watch_event(body, deleted=False)
+        for body in await reconciler.kube.list("Pod", scope, label_selector=LABEL_WORKLOAD):
+            await reconciler.on_pod(body, deleted=False)
 
 
 def watched_scopes(reconciler: Reconciler, patterns: list[str] | None) -> list[str | None]:

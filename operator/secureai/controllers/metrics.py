@@ -60,3 +60,15 @@ RESYNCS = Counter(
     "Completed periodic resyncs.",
     registry=REGISTRY,
 )
+DRY_RUNS = Counter(
+    "secureai_dry_runs_total",
+    "Server-side dry-runs that obtained a desired child's stored form, by child kind.",
+    ["child_kind"],
+    registry=REGISTRY,
+)
+ISOLATION_LOST = Counter(
+    "secureai_isolation_lost_total",
+    "Times a workload was judged not isolated from live pods and policies, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -24,12 +24,12 @@ from secureai.controllers.state import (
     workload_key_of_child,
     workload_key_of_cr,
 )
+from secureai.judge import isolation
+from secureai.judge.drift import Expected, differences, digest, repaired
 from secureai.k8s.client import ApiError, KubeClient
 from secureai.k8s.resources import WORKLOAD_RESOURCES
 from secureai.render import PSS_LABELS, PolicyViolation, render
-from secureai.render.drift import differences, repaired
-from secureai.render.meta import ANNOTATION_RETAINED, LABEL_MANAGED_BY, MANAGED_BY, selector
-from secureai.render.selectors import widens
+from secureai.render.meta import ANNOTATION_RETAINED, selector
 from secureai.render.status import (
     Observed,
     compute_status,
@@ -43,7 +43,7 @@ log = logging.getLogger("secureai")
 NAMESPACE_MARKER = "secureai.dev/workloads"
 APPLY_FIRST = frozenset({"ServiceAccount", "NetworkPolicy", "PersistentVolumeClaim", "Secret"})
 ALERT_REASONS = frozenset({"ModelVerificationFailed", "Failed"})
-APPLY_ONLY = frozenset({"Job", "PersistentVolumeClaim"})  # immutable specs: no replace
+FINAL_PHASES = frozenset({"Succeeded", "Failed"})
 # Reconciles in flight at once. Reverts do not wait for these slots.
 RECONCILE_SLOTS = 16
 
@@ -115,6 +115,10 @@ class Reconciler:
         gone = self.state.workloads.pop(key, None)
         if gone is not None:
             self._count_phase(gone, None)
+        self.state.pods.pop(key, None)
+        task = self._status_tasks.pop(key, None)
+        if task is not None and not task.done():
+            task.cancel()
 
     async def reconcile(self, entry: Entry) -> None:
         kind = entry.kind
@@ -154,13 +158,13 @@ class Reconciler:
         entry.rejected = None
         entry.rejected_by_cluster = False
         entry.desired = {(m["kind"], m["metadata"]["name"]): m for m in desired}
+        entry.expected = {k: v for k, v in entry.expected.items() if k in entry.desired}
         await self._label_namespace(entry.namespace)
         first = [m for m in desired if m["kind"] in APPLY_FIRST]
         rest = [m for m in desired if m["kind"] not in APPLY_FIRST]
         written = 0
         for batch in (first, rest):
             written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
-        self.state.reproject(workload_key_of_cr(body), entry)
         pruned = await self._prune(entry)
         observed = int((body.get("status") or {}).get("observedGeneration") or 0)
         if entry.reconciled_generation != generation and (
@@ -174,7 +178,7 @@ class Reconciler:
                 + (f", {pruned} pruned" if pruned else ""),
             )
         entry.reconciled_generation = generation
-        self._check_foreign(entry)
+        await self._judge(entry, locked=True)
         await self._write_status(entry)
         return "success"
 
@@ -192,21 +196,75 @@ class Reconciler:
         return "rejected"
 
     async def _ensure(self, entry: Entry, manifest: dict[str, Any]) -> bool:
-        """Apply a child unless the live copy already matches (a no-op writes nothing)."""
+        """Make a child exactly as desired; a child that already is writes nothing."""
         key = workload_key_of_cr(entry.body)
-        live = self.state.live_children(key).get((manifest["kind"], manifest["metadata"]["name"]))
-        if live is not None and not differences(manifest, live):
+        child: ChildKey = (manifest["kind"], manifest["metadata"]["name"])
+        live = self.state.live_children(key).get(child)
+        if live is None and self._finished_job_gone(entry, child):
             return False
-        result = await self._apply(manifest)
+        if live is not None:
+            expected = await self._expected(entry, manifest)
+            if not differences(expected, live):
+                return False
+        result, created = await self._apply_created(manifest)
         self.state.remember_child(result)
-        left = differences(manifest, result)
-        if left:
-            log.error("%s/%s differs right after apply: %s", manifest["kind"], key[2], left)
+        if created:  # made from the manifest alone: the stored form is the expected one
+            entry.expected[child] = Expected.of(manifest, result)
+            return True
+        await self._settle(entry, manifest, result)
         return True
 
+    async def _expected(
+        self, entry: Entry, manifest: dict[str, Any], *, refresh: bool = False
+    ) -> Expected:
+        """The desired child as the API server stores it: a dry-run create, cached by the
+        desired manifest's digest (a new policy or spec renders a new manifest)."""
+        child: ChildKey = (manifest["kind"], manifest["metadata"]["name"])
+        known = entry.expected.get(child)
+        if known is not None and not refresh and known.digest == digest(manifest):
+            return known
+        stored = await self.kube.dry_run_create(manifest)
+        metrics.DRY_RUNS.labels(manifest["kind"]).inc()
+        expected = entry.expected[child] = Expected.of(manifest, stored)
+        return expected
+
+    async def _settle(
+        self, entry: Entry, manifest: dict[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """After an apply: replace what other managers keep (an apply leaves their fields),
+        and refresh a stale expected form (say, the API server's defaults changed)."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        expected = await self._expected(entry, manifest)
+        if not differences(expected, result):
+            return result
+        if kind != "Job":
+            result = await self._replace(entry, manifest, result)
+            self.state.remember_child(result)
+        left = differences(expected, result)
+        if left:
+            expected = await self._expected(entry, manifest, refresh=True)
+            left = differences(expected, result)
+        if left:
+            log.error("%s/%s differs right after a write: %s", kind, name, left)
+            self.emit(entry.body, "Warning", "DriftRevertIncomplete", f"{kind}/{name}: {left}")
+        return result
+
+    def _finished_job_gone(self, entry: Entry, child: ChildKey) -> bool:
+        """A finished training's Job removed by its TTL is not drift: it is not recreated
+        (the training would run again) and the workload keeps its final phase."""
+        status = entry.body.get("status") or {}
+        return (
+            child[0] == "Job"
+            and status.get("phase") in FINAL_PHASES
+            and int(status.get("observedGeneration") or 0) == entry.generation
+        )
+
     async def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return (await self._apply_created(manifest))[0]
+
+    async def _apply_created(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         try:
-            return await self.kube.apply(manifest)
+            return await self.kube.apply_created(manifest)
         except ApiError as exc:
             if manifest["kind"] != "Job" or exc.status != 422:
                 raise
@@ -218,7 +276,7 @@ class Reconciler:
             if time.monotonic() > deadline:
                 raise ApiError(409, "Conflict", f"Job {meta['name']} is still being deleted")
             await asyncio.sleep(0.2)
-        return await self.kube.apply(manifest)
+        return await self.kube.apply_created(manifest)
 
     async def _prune(self, entry: Entry) -> int:
         key = workload_key_of_cr(entry.body)
@@ -280,6 +338,7 @@ class Reconciler:
             children={k: v for k, v in live.items() if k in entry.desired},
             missing=tuple(f"{k}/{n}" for (k, n) in sorted(entry.desired) if (k, n) not in live),
             foreign_policies=tuple(sorted(entry.foreign)),
+            isolation=self._verdict(entry).condition,
             namespace_labelled=all(labels.get(k) == v for k, v in PSS_LABELS.items()),
             tls_not_after=entry.tls_not_after,
             drift_total=entry.drift_total,
@@ -297,6 +356,9 @@ class Reconciler:
         if entry.namespace in self.state.terminating:
             return
         previous = entry.body.get("status") or {}
+        live = self.state.live_children(workload_key_of_cr(entry.body))
+        if any(self._finished_job_gone(entry, c) and c not in live for c in entry.desired):
+            return  # the final phase stands
         failure = await self._inspect_pods(entry)
         status = compute_status(
             entry.model, self.policy, self._observed(entry, failure), previous, self.clock()
@@ -382,15 +444,19 @@ class Reconciler:
         desired = entry.desired.get(child)
         if desired is not None:
             started = time.perf_counter()
+            if kind == "NetworkPolicy":  # isolation is judged before the revert lands
+                await self._judge(entry)
             if deleted:
-                if await self._owner_alive(entry):
+                if not self._finished_job_gone(entry, child) and await self._owner_alive(entry):
                     await self._revert(entry, desired, None, ["deleted"], started)
             else:
                 stored = self.state.live_children(key).version(child)
                 if stored is None or stored <= resource_version(body):
-                    diffs = differences(desired, body)
+                    diffs = differences(await self._expected(entry, desired), body)
                     if diffs:
                         await self._revert(entry, desired, body, diffs, started)
+            if kind == "NetworkPolicy":
+                await self._judge(entry)
         if kind in ("Job", "Deployment"):
             self.schedule_status(key)
 
@@ -421,30 +487,34 @@ class Reconciler:
             if entry.desired.get((kind, name)) is not desired:
                 return
             try:
-                if live is None or kind in APPLY_ONLY:
+                if live is None:
                     result = await self._apply(desired)
+                    self.state.remember_child(result)
+                    result = await self._settle(entry, desired, result)
                 else:
-                    result = await self._replace(desired, live)
+                    result = await self._replace(entry, desired, live)
+                    self.state.remember_child(result)
+                    expected = await self._expected(entry, desired)
+                    if differences(expected, result):
+                        await self._settle(entry, desired, result)
             except ApiError as exc:
                 if exc.status == 403 and "being terminated" in exc.message:
                     return
                 log.warning("revert of %s/%s failed: %s", kind, name, exc)
                 self.emit(entry.body, "Warning", "DriftRevertFailed", f"{kind}/{name}: {exc}")
                 return
-            self.state.remember_child(result)
-            left = differences(desired, result)
-            if left:
-                log.error("%s/%s still differs after the revert: %s", kind, name, left)
-                self.emit(entry.body, "Warning", "DriftRevertIncomplete", f"{kind}/{name}: {left}")
             self._record_revert(entry, f"{kind}/{name}", diffs, started)
             await self._write_status(entry)
 
-    async def _replace(self, desired: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    async def _replace(
+        self, entry: Entry, desired: dict[str, Any], live: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the desired content over live metadata: what others added goes too."""
         for _ in range(3):
             try:
                 return await self.kube.replace(repaired(desired, live))
             except ApiError as exc:
-                if exc.status == 404:
+                if exc.status == 404 or (exc.status == 422 and desired["kind"] == "Job"):
                     return await self._apply(desired)
                 if exc.status != 409:
                     raise
@@ -452,7 +522,7 @@ class Reconciler:
             fresh = await self.kube.get(desired["kind"], meta["namespace"], meta["name"])
             if fresh is None:
                 return await self._apply(desired)
-            if not differences(desired, fresh):
+            if not differences(await self._expected(entry, desired), fresh):
                 return fresh
             live = fresh
         raise ApiError(409, "Conflict", "the object kept changing during the revert")
@@ -468,26 +538,126 @@ class Reconciler:
         log.info("reverted drift of %s in %s: %s", obj, entry.namespace, change)
         self.emit(entry.body, "Warning", "DriftReverted", f"{obj}: {change}"[:1000])
 
+    # --- isolation ---------------------------------------------------------------------------
+
     async def on_watch_event(self, body: dict[str, Any], deleted: bool) -> None:
-        """Route a child-kind event: our children, or a foreign NetworkPolicy.
-
-        A NetworkPolicy labelled as ours that we did not render is foreign (a forgery).
-        """
-        if body["kind"] == "NetworkPolicy" and not self._ours(body):
-            await self.on_network_policy(body, deleted)
-        else:
+        """Route a child-kind event. Every NetworkPolicy is kept, ours or not: isolation is
+        judged on all of them, and a policy is a workload's own only if that workload
+        rendered it (a policy merely labelled as ours is foreign)."""
+        if body["kind"] != "NetworkPolicy":
             await self.on_child(body, deleted)
+            return
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        policies = self.state.policies.setdefault(ns, {})
+        if deleted:
+            policies.pop(name, None)
+            if not policies:
+                del self.state.policies[ns]
+        else:
+            policies[name] = slim_policy(body)
+        if workload_key_of_child(body) is not None:  # ours, or claims to be: kept live
+            await self.on_child(body, deleted)
+        owner = self._owner_of_policy(body)
+        for entry in self.state.in_namespace(ns):
+            if entry is not owner:
+                await self._judge(entry)
 
-    def _ours(self, body: dict[str, Any]) -> bool:
-        labels = body.get("metadata", {}).get("labels") or {}
-        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
-            return False
+    def _owner_of_policy(self, body: dict[str, Any]) -> Entry | None:
         key = workload_key_of_child(body)
         entry = self.state.workloads.get(key) if key is not None else None
-        # Before its first render a workload's children are unknown: a forgery is pruned then.
-        if entry is None or not entry.desired:
-            return True
-        return (body["kind"], body["metadata"]["name"]) in entry.desired
+        if entry is None or ("NetworkPolicy", body["metadata"]["name"]) not in entry.desired:
+            return None
+        return entry
+
+    async def on_pod(self, body: dict[str, Any], deleted: bool) -> None:
+        """A workload's pod came, went or changed labels: judge isolation again."""
+        key = workload_key_of_child(body)
+        if key is None:
+            return
+        name = body["metadata"]["name"]
+        pods = self.state.pods.setdefault(key, {})
+        labels = dict(body["metadata"].get("labels") or {})
+        if deleted:
+            if pods.pop(name, None) is None:
+                return
+            if not pods:
+                del self.state.pods[key]
+        elif pods.get(name) == labels:
+            return
+        else:
+            pods[name] = labels
+        entry = self.state.workloads.get(key)
+        if entry is not None:
+            await self._judge(entry)
+
+    def _verdict(self, entry: Entry) -> isolation.Verdict:
+        """Isolation from what is live: the workload's pods (and pod templates) against
+        every NetworkPolicy of its namespace."""
+        key = workload_key_of_cr(entry.body)
+        live = self.state.live_children(key)
+        own = {n: m for (k, n), m in entry.desired.items() if k == "NetworkPolicy"}
+        policies = dict(self.state.policies.get(entry.namespace, {}))
+        drifted = set()
+        for name in own:
+            body = live.get(("NetworkPolicy", name))
+            if body is None:
+                policies.pop(name, None)
+                continue
+            policies[name] = body
+            expected = entry.expected.get(("NetworkPolicy", name))
+            if expected is not None and differences(expected, body):
+                drifted.add(name)
+        pods: dict[str, dict[str, str]] = dict(self.state.pods.get(key, {}))
+        for (kind, name), child in entry.desired.items():
+            if kind in ("Deployment", "Job"):
+                body = live.get((kind, name)) or child
+                template = body.get("spec", {}).get("template", {}).get("metadata", {})
+                pods[f"template of {kind}/{name}"] = dict(template.get("labels") or {})
+        return isolation.judge(pods, policies, own, frozenset(drifted))
+
+    async def _judge(self, entry: Entry, *, locked: bool = False) -> None:
+        """Act on the isolation verdict: remove (or report) foreign policies that widen
+        access; on a change, an Event, a metric and a status write."""
+        if entry.model is None or entry.rejected is not None or not entry.desired:
+            return
+        verdict = self._verdict(entry)
+        if verdict.widening and self.policy.foreign_network_policy == "remove":
+            rendered = {
+                n
+                for e in self.state.in_namespace(entry.namespace)
+                for (k, n) in e.desired
+                if k == "NetworkPolicy"
+            }
+            removed = [n for n in verdict.widening if n not in rendered]
+            for name in removed:
+                await self.kube.delete("NetworkPolicy", entry.namespace, name)
+                self.state.policies.get(entry.namespace, {}).pop(name, None)
+                metrics.FOREIGN_POLICIES.labels("removed").inc()
+                self.emit(
+                    entry.body,
+                    "Warning",
+                    "ForeignNetworkPolicyRemoved",
+                    f"NetworkPolicy/{name} widened access to the workload's pods and was removed",
+                )
+            if removed:
+                verdict = self._verdict(entry)
+        if verdict == entry.isolation:
+            return
+        before, entry.isolation = entry.isolation, verdict
+        entry.foreign = set(verdict.widening)
+        if not verdict.isolated:
+            metrics.ISOLATION_LOST.labels(verdict.reason).inc()
+            if verdict.widening:
+                metrics.FOREIGN_POLICIES.labels("reported").inc()
+            self.emit(entry.body, "Warning", verdict.reason, verdict.message[:1000])
+        elif before is not None and not before.isolated:
+            self.emit(entry.body, "Normal", "Isolated", verdict.message)
+        if locked:
+            await self._write_status(entry)
+        else:
+            async with entry.lock:
+                await self._write_status(entry)
 
     # --- namespaces and foreign network policies --------------------------------------------
 
@@ -518,56 +688,6 @@ class Reconciler:
         self._record_revert(entries[0], f"Namespace/{name}", [change], started)
         for entry in entries[1:]:
             self.emit(entry.body, "Warning", "DriftReverted", f"Namespace/{name}: {change}")
-
-    async def on_network_policy(self, body: dict[str, Any], deleted: bool) -> None:
-        """A foreign NetworkPolicy: report it, or remove it, when it widens our pods."""
-        meta = body["metadata"]
-        ns, name = meta["namespace"], meta["name"]
-        if deleted:
-            self.state.foreign_policies.pop((ns, name), None)
-        else:
-            self.state.foreign_policies[(ns, name)] = slim_policy(body)
-        for entry in self.state.in_namespace(ns):
-            if entry.model is None:
-                continue
-            was = name in entry.foreign
-            now = not deleted and widens(body, selector(entry.model))
-            if now and not was:
-                await self._foreign_found(entry, ns, name)
-            elif was and not now:
-                entry.foreign.discard(name)
-                self.schedule_status(workload_key_of_cr(entry.body))
-
-    async def _foreign_found(self, entry: Entry, namespace: str, name: str) -> None:
-        if self.policy.foreign_network_policy == "remove":
-            metrics.FOREIGN_POLICIES.labels("removed").inc()
-            await self.kube.delete("NetworkPolicy", namespace, name)
-            self.emit(
-                entry.body,
-                "Warning",
-                "ForeignNetworkPolicyRemoved",
-                f"NetworkPolicy/{name} widened access to the workload's pods and was removed",
-            )
-            return
-        metrics.FOREIGN_POLICIES.labels("reported").inc()
-        entry.foreign.add(name)
-        self.emit(
-            entry.body,
-            "Warning",
-            "ForeignNetworkPolicy",
-            f"NetworkPolicy/{name} widens access to the workload's pods",
-        )
-        self.schedule_status(workload_key_of_cr(entry.body))
-
-    def _check_foreign(self, entry: Entry) -> None:
-        if entry.model is None:
-            return
-        pods = selector(entry.model)
-        entry.foreign = {
-            name
-            for (ns, name), policy in self.state.foreign_policies.items()
-            if ns == entry.namespace and widens(policy, pods)
-        }
 
     # --- resync ----------------------------------------------------------------------------
 
@@ -616,10 +736,16 @@ class Reconciler:
         live = self.state.live_children(key)
         for child, desired in list(entry.desired.items()):
             body = live.get(child)
-            diffs = ["deleted"] if body is None else differences(desired, body)
-            if diffs and (body is not None or await self._owner_alive(entry)):
+            if body is None:
+                if self._finished_job_gone(entry, child) or not await self._owner_alive(entry):
+                    continue
+                diffs = ["deleted"]
+            else:
+                diffs = differences(await self._expected(entry, desired), body)
+            if diffs:
                 await self._revert(entry, desired, body, diffs, time.perf_counter())
                 writes += 1
+        await self._judge(entry)
         async with entry.lock:
             await self._write_status(entry)
         return writes

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secureai.api import Workload
-from secureai.render.drift import projected
+from secureai.judge.drift import Expected
+from secureai.judge.isolation import Verdict
 from secureai.render.meta import LABEL_KIND, LABEL_WORKLOAD
 
 WorkloadKey = tuple[str, str, str]  # (kind label: training|inference, namespace, name)
@@ -40,6 +41,9 @@ class Entry:
     body: dict[str, Any]
     model: Workload | None = None
     desired: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)
+    # The desired children as the API server stores them (by the desired manifest's digest).
+    expected: dict[ChildKey, Expected] = field(default_factory=dict)
+    isolation: Verdict | None = None
     reconciled_generation: int = -1
     rejected: str | None = None
     rejected_by_cluster: bool = False
@@ -150,7 +154,10 @@ class State:
     live: dict[WorkloadKey, LiveChildren] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     terminating: set[str] = field(default_factory=set)
-    foreign_policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Every live NetworkPolicy of the watched namespaces (ours and foreign): namespace -> name.
+    policies: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Labels of the workloads' live pods: workload -> pod name -> labels.
+    pods: dict[WorkloadKey, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     def live_children(self, key: WorkloadKey) -> LiveChildren:
         children = self.live.get(key)
@@ -167,18 +174,8 @@ class State:
         children = self.live_children(key)
         known = children.version(child)
         if known is None or resource_version(body) >= known:
-            entry = self.workloads.get(key)
-            desired = entry.desired.get(child) if entry is not None else None
-            children[child] = slim(body) if desired is None else projected(desired, body)
+            children[child] = slim(body)
         return key
-
-    def reproject(self, key: WorkloadKey, entry: Entry) -> None:
-        """Shrink stored live copies to what the current desired children compare."""
-        children = self.live_children(key)
-        for child, body in list(children.items()):
-            desired = entry.desired.get(child)
-            if desired is not None:
-                children[child] = projected(desired, body)
 
     def forget_child(self, body: dict[str, Any]) -> WorkloadKey | None:
         key = workload_key_of_child(body)

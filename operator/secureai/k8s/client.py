@@ -38,6 +38,17 @@ class ApiError(Exception):
         self.message = message
 
 
+def _error(status: int, reason: str, text: str) -> ApiError:
+    message = text[:500]
+    try:
+        payload = json.loads(text)
+        message = payload.get("message", message)
+        reason = payload.get("reason", reason)
+    except ValueError:
+        pass
+    return ApiError(status, reason, message)
+
+
 @dataclass(frozen=True)
 class Credentials:
     host: str
@@ -136,14 +147,7 @@ class KubeClient:
         if status in allow:
             return {}
         if status >= 400:
-            message = text[:500]
-            try:
-                payload = json.loads(text)
-                message = payload.get("message", message)
-                reason = payload.get("reason", reason)
-            except ValueError:
-                pass
-            raise ApiError(status, reason, message)
+            raise _error(status, reason, text)
         result: dict[str, Any] = json.loads(text) if text else {}
         return result
 
@@ -191,6 +195,38 @@ class KubeClient:
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=manifest,
             content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def apply_created(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Server-side apply; also whether this apply created the object (HTTP 201)."""
+        meta = manifest["metadata"]
+        resource = resource_of(manifest["kind"])
+        url = self._creds.host + resource.path(meta.get("namespace"), meta["name"])
+        url += "?" + urlencode({"fieldManager": FIELD_MANAGER, "force": "true"})
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": APPLY_CONTENT_TYPE,
+            **self._auth_header(),
+        }
+        data = json.dumps(manifest, separators=(",", ":"))
+        status, reason, text = await self._send("PATCH", url, data, headers)
+        if status >= 400:
+            raise _error(status, reason, text)
+        result: dict[str, Any] = json.loads(text) if text else {}
+        return result, status == 201
+
+    async def dry_run_create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The object as the API server would store it if created now (defaults, admission),
+        persisting nothing. A generated name keeps it clear of the live object, whose
+        fields from other managers an apply would merge in."""
+        meta = {k: v for k, v in manifest["metadata"].items() if k != "name"}
+        meta["generateName"] = manifest["metadata"]["name"][:40] + "-dryrun-"
+        resource = resource_of(manifest["kind"])
+        return await self.request(
+            "POST",
+            resource.path(meta.get("namespace")),
+            params={"fieldManager": FIELD_MANAGER, "dryRun": "All"},
+            body={**manifest, "metadata": meta},
         )
 
     async def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:

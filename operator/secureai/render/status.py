@@ -18,6 +18,8 @@ class Observed:
     missing: tuple[str, ...] = ()
     init_failure: str | None = None
     foreign_policies: tuple[str, ...] = ()
+    # (status, reason, message) of Isolated as judged from live pods and policies (judge/).
+    isolation: tuple[str, str, str] | None = None
     namespace_labelled: bool = True
     tls_not_after: str | None = None
     model_digest: str | None = None
@@ -115,7 +117,9 @@ def compute_status(
     gpu = cr.spec.gpu
     workers = cr.spec.workers if isinstance(cr, SecureTrainingJob) else cr.spec.replicas
     conditions = [_condition(prev, "Ready", ready, reason, message, gen, now)]
-    if obs.foreign_policies:
+    if obs.isolation is not None:
+        conditions.append(_condition(prev, "Isolated", *obs.isolation, gen, now))
+    elif obs.foreign_policies:
         conditions.append(
             _condition(
                 prev,

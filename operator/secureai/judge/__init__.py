@@ -1,0 +1,1 @@
+"""Pure verdicts on observed state: drift (exact ownership) and isolation (live selection)."""
