@@ -77,6 +77,11 @@ class Retention(Model):
     )
 
 
+PersonalDataType = Literal[
+    "email", "phone", "payment_card", "us_ssn", "ip_address", "iban", "secret"
+]
+
+
 class SecureTrainingJobSpec(WorkloadSpec):
     """Desired state of a SecureTrainingJob."""
 
@@ -110,6 +115,14 @@ class SecureTrainingJobSpec(WorkloadSpec):
         default=None, ge=1, description="Wall-clock limit of the whole Job."
     )
     retention: Retention | None = Field(default=None, description="Cleanup after completion.")
+    allowed_personal_data: list[PersonalDataType] | None = Field(
+        default=None,
+        max_length=7,
+        description="Personal-data types the datasets may contain (empty: none). When set "
+        "(here or by cluster policy, which it can only narrow), every dataset is scanned "
+        "before the trainer starts, while it is decrypted, and a dataset holding another "
+        "type, or a file that cannot be scanned, fails the run.",
+    )
 
 
 class ModelSource(Model):

@@ -116,6 +116,14 @@ class Policy(BaseSettings):
         ],
         description="Env names that look like secrets and are therefore rejected.",
     )
+    dataset_allowed_personal_data: (
+        list[Literal["email", "phone", "payment_card", "us_ssn", "ip_address", "iban", "secret"]]
+        | None
+    ) = Field(
+        default=None,
+        description="Personal-data types training datasets may contain (empty: none); a "
+        "SecureTrainingJob can only narrow it. Omitted: no cluster-wide rule.",
+    )
 
     @field_validator("allowed_registries")
     @classmethod

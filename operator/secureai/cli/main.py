@@ -16,6 +16,7 @@ from secureai.api import Policy, Workload, parse_workload
 from secureai.api.crd import all_crds
 from secureai.api.errors import one_line
 from secureai.cli.crypto_cmds import add_dataset_parser, add_model_parser
+from secureai.cli.dataset_pii_cmds import add_dataset_pii_commands
 from secureai.cli.guard_cmd import add_guard_parser
 from secureai.render import PolicyViolation, render, to_yaml
 
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_delegated(sub: Any) -> None:
     """Subcommands built by their own modules."""
-    add_dataset_parser(sub)
+    add_dataset_pii_commands(add_dataset_parser(sub))
     add_model_parser(sub)
     add_guard_parser(sub)
 

@@ -9,6 +9,36 @@ from secureai.render.meta import ANNOTATION_RETAINED, metadata, selector
 from secureai.render.pod import PodParts, helper_container, pod_template
 
 DECRYPTED_SIZE = "1Gi"
+KEK_DIR = "/var/run/secrets/secureai/kek"
+# The dataset init containers write their census here; the kubelet hands it to the operator
+# as the container's termination message (schema in docs/data-minimisation.md).
+CENSUS_REPORT = "/dev/termination-log"
+
+
+def allowed_personal_data(cr: SecureTrainingJob, policy: Policy) -> list[str] | None:
+    """The personal-data types the job's datasets may hold (None: no rule, no scan).
+
+    The job can only narrow the cluster policy: both set, the intersection applies.
+    """
+    mine, cluster = cr.spec.allowed_personal_data, policy.dataset_allowed_personal_data
+    if mine is None and cluster is None:
+        return None
+    if mine is None or cluster is None:
+        return sorted(set(mine if mine is not None else cluster or []))
+    return sorted(set(mine) & set(cluster))
+
+
+def _scan_args(allowed: list[str]) -> list[str]:
+    return [
+        "dataset",
+        "scan",
+        "--allow",
+        ",".join(allowed) or "none",
+        "--report",
+        CENSUS_REPORT,
+        "--max-locations",
+        "0",
+    ]
 
 
 def headless_service_name(cr: SecureTrainingJob) -> str:
@@ -22,6 +52,7 @@ def output_claim_name(cr: SecureTrainingJob) -> str:
 def _parts(cr: SecureTrainingJob, policy: Policy) -> PodParts:
     spec = cr.spec
     parts = PodParts()
+    allowed = allowed_personal_data(cr, policy)
     for i, dataset in enumerate(spec.datasets or []):
         path = dataset.mount_path or f"/datasets/{dataset.claim_name}"
         source = {
@@ -31,6 +62,15 @@ def _parts(cr: SecureTrainingJob, policy: Policy) -> PodParts:
         parts.volumes.append(source)
         if not dataset.encrypted:
             parts.mounts.append({"name": f"dataset-{i}", "mountPath": path, "readOnly": True})
+            if allowed is not None:
+                parts.init_containers.append(
+                    helper_container(
+                        f"scan-{i}",
+                        policy,
+                        [*_scan_args(allowed), "/dataset"],
+                        [{"name": f"dataset-{i}", "mountPath": "/dataset", "readOnly": True}],
+                    )
+                )
             continue
         plain = f"dataset-{i}-plain"
         key = f"dataset-{i}-key"
@@ -48,18 +88,21 @@ def _parts(cr: SecureTrainingJob, policy: Policy) -> PodParts:
             helper_container(
                 f"decrypt-{i}",
                 policy,
-                [
-                    "dataset",
-                    "decrypt",
+                ["dataset", "decrypt", "--key", f"{KEK_DIR}/kek", "/encrypted", "/plain"]
+                if allowed is None
+                # Scan while decrypting: one pass, and refused data never reaches the trainer.
+                else [
+                    *_scan_args(allowed),
                     "--key",
-                    "/var/run/secrets/secureai/kek/kek",
-                    "/encrypted",
+                    f"{KEK_DIR}/kek",
+                    "--decrypt-to",
                     "/plain",
+                    "/encrypted",
                 ],
                 [
                     {"name": f"dataset-{i}", "mountPath": "/encrypted", "readOnly": True},
                     {"name": plain, "mountPath": "/plain"},
-                    {"name": key, "mountPath": "/var/run/secrets/secureai/kek", "readOnly": True},
+                    {"name": key, "mountPath": KEK_DIR, "readOnly": True},
                 ],
             )
         )
