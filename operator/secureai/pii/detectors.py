@@ -42,6 +42,9 @@ class Detector:
     # Cheap pre-check: a match needs one of these substrings (of the lowercased text if ci).
     trigger: tuple[str, ...] | None = None
     trigger_ci: bool = False
+    # Keyword-led detectors: where the keywords are (in the lowercased text); the pattern is
+    # only tried at those offsets.
+    seek: re.Pattern[str] | None = None
     end_slack: int = 0  # hold a found match this close to the end (an optional suffix may follow)
     priority: int = 0
 
@@ -432,6 +435,8 @@ def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     groups = _groups(raw)
     digits = "".join(groups)
     n = len(digits)
+    if not 7 <= n <= 15:
+        return None
     before = text[max(0, m.start() - 40) : m.start()]
     if raw.startswith("+"):
         if not 8 <= n <= 15 or raw[1] == "0":
@@ -609,7 +614,8 @@ EMAIL = Detector(
 PHONE = Detector(
     type="phone",
     pattern=re.compile(
-        r"(?<![\w+.\-/:#@$])(?:\+\d{1,3}+|\(\d{1,5}+\)|\d{1,12}+)"
+        r"[\d+(](?<![\w+.\-/:#@$][\d+(])"
+        r"(?:(?<=\+)\d{1,3}+|(?<=\()\d{1,5}+\)|(?<=\d)\d{0,11}+)"
         r"(?:(?:[ .\-/]|\ ?\(0\)\ ?)?+(?:\(\d{1,5}+\)|\d{1,12}+)){0,6}+"
         r"(?![\w-]|[.,/:]\d)"
     ),
@@ -623,7 +629,7 @@ PHONE = replace(PHONE, max_len=pattern_max_width(PHONE.pattern.pattern))
 
 PAYMENT_CARD = Detector(
     type="payment_card",
-    pattern=re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-]|[.]\d)"),
+    pattern=re.compile(r"\d(?<![\w.-]\d)(?:[ -]?\d){12,18}(?![\w-]|[.]\d)"),
     max_len=38,
     charset=r"[0-9 -]",
     validate=_validate_card,
@@ -634,9 +640,18 @@ PAYMENT_CARD = Detector(
 _SSN_CUES = ("ssn", "s.s.n.", "ss#", "ss no", "soc. sec.", "social security", "social")
 US_SSN = Detector(
     type="us_ssn",
+    pattern=re.compile(r"\d(?<![\w-]\d)\d{2}-\d{2}-\d{4}(?![\w-]|[.]\d)"),
+    max_len=11,
+    charset=r"[0-9-]",
+    validate=_validate_ssn,
+    trigger=_DIGITS,
+    priority=35,
+)
+
+US_SSN_CUE = Detector(
+    type="us_ssn",
     pattern=re.compile(
-        r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-]|[.]\d)"
-        r"|(?i:(?<![\w])(?:ssn|s\.s\.n\.?|ss\#|ss\s?no\.?"
+        r"(?i:(?<![\w])(?:ssn|s\.s\.n\.?|ss\#|ss\s?no\.?"
         r"|soc(?:ial)?\.?\s?sec(?:urity)?\.?(?:\s?(?:number|num|no)\.?|\s?\#)?|social)"
         r"(?:\s{0,3}(?:\#|no\.?|number|num\.?))?[\"']?\s{0,3}(?:is|:|=|\#|-)?\s{0,3}"
         r"[\"']?\s{0,3})(\d{3}([ .-]?)\d{2}\2\d{4})(?![\w-]|[.]\d)"
@@ -644,17 +659,20 @@ US_SSN = Detector(
     max_len=80,
     charset=None,
     tail=_tail(
-        [r"[0-9 .-]{1,10}"] + [_prefix_closure(c, r"[\s#:=.a-z0-9\"' -]{0,40}") for c in _SSN_CUES],
+        [_prefix_closure(c, r"[\s#:=.a-z0-9\"' -]{0,40}") for c in _SSN_CUES],
         re.IGNORECASE,
     ),
+    tail_keys=("ss", "s.s", "soc"),
     validate=_validate_ssn,
-    trigger=_DIGITS,
+    trigger=("ss", "s.s", "soc"),
+    trigger_ci=True,
+    seek=re.compile(r"ssn|s\.s\.n|ss#|ss ?no|soc"),
     priority=35,
 )
 
 IPV4 = Detector(
     type="ip_address",
-    pattern=re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?![\w-]|[.]\d)"),
+    pattern=re.compile(r"\d(?<![\w.-]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w-]|[.]\d)"),
     max_len=19,
     charset=r"[0-9./]",
     validate=_validate_ipv4,
@@ -691,75 +709,62 @@ _B64ISH = r"[A-Za-z0-9_.+/=-]"
 # Token families with a recognisable prefix (GitLab, Hugging Face, Slack, Stripe, npm, PyPI,
 # Twilio, SendGrid, AWS Bedrock, GitHub, Google, DigitalOcean, Shopify, Databricks, Grafana,
 # Vault, Postman, age, Groq, Replicate, Linear, New Relic, Sentry, Doppler).
-_FAMILIES = (
-    r"gl(?:pat|dt|rt|ptt|soat|ft|imt|cbt|agent|oas|ffct|wt|rtr)-[\w.-]{19,299}[\w-]",
-    r"GR1348941[\w-]{20,40}",
-    r"hf_[A-Za-z]{30,40}",
-    r"api_org_[A-Za-z]{30,40}",
-    r"xox[abposre]-[A-Za-z0-9-]{10,250}",
-    r"xoxe\.xox[bp]-\d-[A-Za-z0-9-]{40,300}",
-    r"xoxe-\d-[A-Za-z0-9-]{40,300}",
-    r"xapp-\d-[A-Z0-9]{8,16}-\d{6,16}-[a-f0-9]{32,128}",
-    r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,250}",
-    r"whsec_[A-Za-z0-9+/=]{24,100}",
-    r"npm_[A-Za-z0-9]{36}",
-    r"pypi-AgEIcHlwaS5vcmc[\w-]{50,400}",
-    r"SK[0-9a-f]{32}",
-    r"SG\.[\w-]{22}\.[\w-]{43}",
-    r"ABSK[A-Za-z0-9+/]{100,300}={0,2}",
-    r"bedrock-api-key-[A-Za-z0-9+/=]{40,2000}",
-    r"gh[pousr]_[A-Za-z0-9]{36,255}",
-    r"github_pat_\w{22,255}",
-    r"do[por]_v1_[a-f0-9]{64}",
-    r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
-    r"dapi[a-f0-9]{32}(?:-\d)?",
-    r"gl(?:sa|c)_[A-Za-z0-9_+/=-]{32,200}",
-    r"hv[sbr]\.[\w-]{24,300}",
-    r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}",
-    r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
-    r"gsk_[A-Za-z0-9]{48,60}",
-    r"r8_[A-Za-z0-9]{37}",
-    r"lin_api_[A-Za-z0-9]{40}",
-    r"NRAK-[A-Z0-9]{27}",
-    r"sntry[su]_[A-Za-z0-9+/=_-]{40,300}",
-    r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}",
-    r"AIza[\w-]{35}",
-    r"ya29\.[\w-]{20,2048}",
+_FAMILIES: tuple[tuple[str, str], ...] = (  # (literal lead, rest of the token)
+    ("gl", r"(?:pat|dt|rt|ptt|soat|ft|imt|cbt|agent|oas|ffct|wt|rtr)-[\w.-]{19,299}[\w-]"),
+    ("GR1348941", r"[\w-]{20,40}"),
+    ("hf_", r"[A-Za-z]{30,40}"),
+    ("api_org_", r"[A-Za-z]{30,40}"),
+    ("xox", r"[abposre]-[A-Za-z0-9-]{10,250}"),
+    ("xoxe.xox", r"[bp]-\d-[A-Za-z0-9-]{40,300}"),
+    ("xoxe-", r"\d-[A-Za-z0-9-]{40,300}"),
+    ("xapp-", r"\d-[A-Z0-9]{8,16}-\d{6,16}-[a-f0-9]{32,128}"),
+    ("sk_", r"(?:live|test)_[A-Za-z0-9]{16,250}"),
+    ("rk_", r"(?:live|test)_[A-Za-z0-9]{16,250}"),
+    ("whsec_", r"[A-Za-z0-9+/=]{24,100}"),
+    ("npm_", r"[A-Za-z0-9]{36}"),
+    ("pypi-AgEIcHlwaS5vcmc", r"[\w-]{50,400}"),
+    ("SK", r"[0-9a-f]{32}"),
+    ("SG.", r"[\w-]{22}\.[\w-]{43}"),
+    ("ABSK", r"[A-Za-z0-9+/]{100,300}={0,2}"),
+    ("bedrock-api-key-", r"[A-Za-z0-9+/=]{40,2000}"),
+    ("gh", r"[pousr]_[A-Za-z0-9]{36,255}"),
+    ("github_pat_", r"\w{22,255}"),
+    ("do", r"[por]_v1_[a-f0-9]{64}"),
+    ("shp", r"(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
+    ("dapi", r"[a-f0-9]{32}(?:-\d)?"),
+    ("gl", r"(?:sa|c)_[A-Za-z0-9_+/=-]{32,200}"),
+    ("hv", r"[sbr]\.[\w-]{24,300}"),
+    ("PMAK-", r"[a-f0-9]{24}-[a-f0-9]{34}"),
+    ("AGE-SECRET-KEY-1", r"[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}"),
+    ("gsk_", r"[A-Za-z0-9]{48,60}"),
+    ("r8_", r"[A-Za-z0-9]{37}"),
+    ("lin_api_", r"[A-Za-z0-9]{40}"),
+    ("NRAK-", r"[A-Z0-9]{27}"),
+    ("sntry", r"[su]_[A-Za-z0-9+/=_-]{40,300}"),
+    ("dp.", r"(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}"),
+    ("AIza", r"[\w-]{35}"),
+    ("ya29.", r"[\w-]{20,2048}"),
 )
-_FAMILY_TRIGGERS = (
-    "gl",
-    "GR1348941",
-    "hf_",
-    "api_org_",
-    "xox",
-    "xapp-",
-    "k_live_",
-    "k_test_",
-    "whsec_",
-    "npm_",
-    "pypi-",
-    "SK",
-    "SG.",
-    "ABSK",
-    "bedrock-api-key-",
-    "gh",
-    "github_pat_",
-    "_v1_",
-    "shp",
-    "dapi",
-    "hv",
-    "PMAK-",
-    "AGE-SECRET-KEY-",
-    "gsk_",
-    "r8_",
-    "lin_api_",
-    "NRAK-",
-    "sntry",
-    "dp.",
-    "AIza",
-    "ya29.",
-)
-_FAMILY_RE = r"(?<![\w-])(?:" + "|".join(_FAMILIES) + r")(?![\w-])"
+
+
+def _lead_first(lead: str, rest: str, before: str = r"[\w-]", after: str = r"(?![\w-])") -> str:
+    """``lead`` first so the regex engine can scan for it; the boundary check follows it."""
+    lit = re.escape(lead)
+    return f"{lit}(?<!{before}{lit}){rest}{after}"
+
+
+def _family(lead: str, rest: str) -> Detector:
+    regex = _lead_first(lead, rest)
+    return Detector(
+        type="secret",
+        pattern=re.compile(regex),
+        max_len=pattern_max_width(regex),
+        charset=r"[A-Za-z0-9_.+/=-]",
+        validate=_validate_token,
+        trigger=(lead,),
+        priority=85,
+    )
+
 
 # Names under which a credential is assigned (``password = …``, ``"api_key": "…"``); the
 # value is then judged on its own (not a placeholder, mixed characters, enough entropy).
@@ -805,8 +810,9 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(
-            r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,4096}\.eyJ[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{0,2048}"
-            r"(?![\w-])"
+            _lead_first(
+                "eyJ", r"[A-Za-z0-9_-]{5,4096}\.eyJ[A-Za-z0-9_-]{2,8192}\.[A-Za-z0-9_-]{0,2048}"
+            )
         ),
         max_len=14400,
         charset=r"[A-Za-z0-9_.-]",
@@ -850,17 +856,10 @@ SECRETS: tuple[Detector, ...] = (
         group=1,
         trigger=("secret",),
         trigger_ci=True,
+        seek=re.compile(r"aws_?secret|secret_?access"),
         priority=80,
     ),
-    Detector(
-        type="secret",
-        pattern=re.compile(_FAMILY_RE),
-        max_len=pattern_max_width(_FAMILY_RE),
-        charset=r"[A-Za-z0-9_.+/=-]",
-        validate=_validate_token,
-        trigger=_FAMILY_TRIGGERS,
-        priority=85,
-    ),
+    *(_family(lead, rest) for lead, rest in _FAMILIES),
     Detector(
         type="secret",  # Azure AD (Entra ID) client secrets, recognisable without a label
         pattern=re.compile(
@@ -874,7 +873,7 @@ SECRETS: tuple[Detector, ...] = (
     ),
     Detector(
         type="secret",  # Telegram bot tokens
-        pattern=re.compile(r"(?<![\w:])\d{8,10}:AA[\w-]{33}(?![\w-])"),
+        pattern=re.compile(r"\d(?<![\w:]\d)\d{7,9}:AA[\w-]{33}(?![\w-])"),
         max_len=45,
         charset=r"[A-Za-z0-9_:-]",
         trigger=(":AA",),
@@ -908,6 +907,7 @@ SECRETS: tuple[Detector, ...] = (
         group=-1,
         trigger=("accountkey", "sharedaccess", "clientsecret", "client_secret", "sig="),
         trigger_ci=True,
+        seek=re.compile(r"accountkey|sharedaccess|clientsecret|client_secret|[?&]sig="),
         priority=80,
     ),
     Detector(
@@ -924,8 +924,9 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(
-            r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,250}"
-            r"(?![\w-])"
+            _lead_first(
+                "sk-", r"(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,250}"
+            )
         ),
         max_len=280,
         charset=r"[A-Za-z0-9_-]",
@@ -944,6 +945,7 @@ SECRETS: tuple[Detector, ...] = (
         group=1,
         trigger=("bearer",),
         trigger_ci=True,
+        seek=re.compile(r"bearer"),
         priority=70,
     ),
     Detector(
@@ -979,6 +981,10 @@ SECRETS: tuple[Detector, ...] = (
         group=1,
         trigger=("pass", "pwd", "secret", "token", "key", "credential"),
         trigger_ci=True,
+        seek=re.compile(
+            r"passwor[dt]|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
+            r"private[_-]?key|credential"
+        ),
         priority=60,
     ),
 )
@@ -987,7 +993,7 @@ BUILTIN: dict[str, tuple[Detector, ...]] = {
     "email": (EMAIL,),
     "phone": (PHONE,),
     "payment_card": (PAYMENT_CARD,),
-    "us_ssn": (US_SSN,),
+    "us_ssn": (US_SSN, US_SSN_CUE),
     "ip_address": (IPV4, IPV6),
     "iban": (IBAN,),
     "secret": SECRETS,

@@ -75,9 +75,28 @@ class Redactor:
                     hit = seen[key] = any(t in hay for t in d.trigger)
                 if not hit:
                     continue
+            validate = d.validate
+            if d.seek is not None:
+                # Keyword-led detectors: find the keywords in the lowercased text, then try
+                # the pattern only there (lowercasing keeps offsets for this text).
+                if low is None:
+                    low = text.lower()
+                if len(low) == len(text):
+                    match = d.pattern.match
+                    for k in d.seek.finditer(low, pos):
+                        m = match(text, k.start())
+                        if m is None:
+                            continue
+                        sp = (
+                            validate(text, m)
+                            if validate is not None
+                            else m.span((m.lastindex or 0) if d.group < 0 else d.group)
+                        )
+                        if sp is not None and sp[1] > sp[0]:
+                            out.append((sp[0], sp[1], d.priority, d, m.start()))
+                    continue
             i = pos
             search = d.pattern.search
-            validate = d.validate
             while True:
                 m = search(text, i)
                 if m is None:
