@@ -172,7 +172,7 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 def module_benches(cfg: Config) -> dict[str, Any]:
     """render, crypto and guard, run before the cluster scenarios (small sizes when quick)."""
-    from bench import bench_crypto, bench_guard, bench_render  # noqa: PLC0415
+    from bench import bench_crypto, bench_dataset, bench_guard, bench_render  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     jobs: dict[str, Any] = {
@@ -181,6 +181,10 @@ def module_benches(cfg: Config) -> dict[str, Any]:
         ),
         "crypto": lambda: bench_crypto.run(
             size_mib=16 if cfg.quick else 512, repeats=1 if cfg.quick else 3
+        ),
+        # scan/pseudonymize run at about 1 MiB/s per core: 1 GiB is BENCH_DATASET_MIB=1024
+        "dataset": lambda: bench_dataset.run(
+            size_mib=4 if cfg.quick else int(os.environ.get("BENCH_DATASET_MIB", "64"))
         ),
         "guard": None
         if cfg.quick
