@@ -19,19 +19,36 @@ from secureai.pii import Redactor, StreamScanner, apply_segment
 
 MAX_EVENT_BYTES = 1 << 20
 
-# Fields of streamed JSON events whose string values are fragments of one growing text.
-STREAM_FIELDS = frozenset(
+# Streamed JSON events: every string value is taken as a fragment of one growing text per
+# JSON path (list elements keyed by their "index" when they have one), whatever the field is
+# called, except these fields, which describe the event rather than carry its text. A wrong
+# guess either way costs layout, never a leak: a fragment field taken for metadata would
+# still be redacted, but only within one event; metadata taken for text keeps its content
+# and order, only shifted into the next event.
+META_FIELDS = frozenset(
     {
-        "content",
-        "text",
-        "delta",
-        "arguments",
-        "partial_json",
-        "reasoning_content",
-        "reasoning",
-        "refusal",
-        "thinking",
-        "response",
+        "id",
+        "object",
+        "model",
+        "model_name",
+        "model_version",
+        "role",
+        "type",
+        "finish_reason",
+        "stop_reason",
+        "stop_sequence",
+        "done_reason",
+        "system_fingerprint",
+        "created",
+        "created_at",
+        "name",
+        "datatype",
+        "status",
+        "item_id",
+        "response_id",
+        "call_id",
+        "event",
+        "service_tier",
     }
 )
 _TERMINAL_TYPES = ("_stop", ".done", ".completed", ".failed", ".incomplete")
@@ -116,15 +133,10 @@ class JsonFragments:
 
     @staticmethod
     def _top(obj: Any) -> Key:
-        if not isinstance(obj, dict):
-            return ()
-        return tuple(
-            sorted(
-                ("@" + k, v)
-                for k, v in obj.items()
-                if k.endswith("index") and isinstance(v, int) and not isinstance(v, bool)
-            )
-        )
+        # Top-level counters are not stream ids: TGI's "index" counts tokens, and Anthropic's
+        # blocks and OpenAI Responses' outputs follow each other, each closed by its own
+        # terminal event. Interleaved streams live in lists (choices[].index).
+        return ()
 
     @staticmethod
     def _elem(v: Any, i: int) -> Any:
@@ -172,7 +184,7 @@ class JsonFragments:
                     ctx.changed = True
                 p = (*path, k)
                 if isinstance(x, str):
-                    if k in STREAM_FIELDS:
+                    if k not in META_FIELDS:
                         out[nk] = self._fragment(ctx.top + p, x, ctx)
                     else:
                         red = self._r.redact_short(x, self._counts)
@@ -183,7 +195,13 @@ class JsonFragments:
                     out[nk] = self._walk(x, p, ctx)
             return out
         if isinstance(v, list):
-            return [self._walk(x, (*path, self._elem(x, i)), ctx) for i, x in enumerate(v)]
+            text_list = not path or path[-1] not in META_FIELDS
+            return [
+                self._fragment((*ctx.top, *path, i), x, ctx)
+                if text_list and isinstance(x, str)
+                else self._walk(x, (*path, self._elem(x, i)), ctx)
+                for i, x in enumerate(v)
+            ]
         if isinstance(v, str):
             red = self._r.redact(v, self._counts)
             if red != v:
@@ -216,13 +234,19 @@ class JsonFragments:
                 out: dict[str, Any] = {}
                 for k, x in v.items():
                     p = (*path, k)
-                    if isinstance(x, str) and k in STREAM_FIELDS:
+                    if isinstance(x, str) and k not in META_FIELDS:
                         out[k] = text if top + p == key else ""
                     else:
                         out[self._r.redact_short(k, scratch)] = fill(x, p)
                 return out
             if isinstance(v, list):
-                return [fill(x, (*path, self._elem(x, i))) for i, x in enumerate(v)]
+                text_list = not path or path[-1] not in META_FIELDS
+                return [
+                    (text if (*top, *path, i) == key else "")
+                    if text_list and isinstance(x, str)
+                    else fill(x, (*path, self._elem(x, i)))
+                    for i, x in enumerate(v)
+                ]
             if isinstance(v, str):
                 return self._r.redact_short(v, scratch)
             return v
