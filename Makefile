@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export KUBECONFIG_SECUREAI := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: venv lint typecheck layers unit integration test crds crds-check toolchain cluster down demo bench helm-lint clean
+.PHONY: venv lint typecheck layers unit integration test crds crds-check toolchain images cluster down demo bench helm-lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +36,12 @@ crds-check: $(STAMP)
 toolchain:
 	hack/build.sh
 
-cluster: $(STAMP) toolchain
+# OCI images without a container engine (hack/images.py); reuses the last build when nothing
+# that goes into the images changed. Writes charts/secureai-operator/images.json.
+images: $(STAMP)
+	$(PY) hack/images.py build --write-examples >/dev/null
+
+cluster: $(STAMP) toolchain images
 	hack/cluster.sh up
 
 down:
@@ -52,10 +57,10 @@ helm-lint: toolchain
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration" tests
 
-integration: $(STAMP) toolchain
+integration: $(STAMP) toolchain images
 	$(BIN)/pytest -m integration tests
 
-test: lint typecheck layers crds-check toolchain helm-lint
+test: lint typecheck layers crds-check toolchain images helm-lint
 	$(BIN)/pytest tests
 
 bench: $(STAMP) toolchain

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Local Kubernetes control plane for secureai: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, a kwok controller (simulated nodes and pods) and a tiny PV provisioner.
+# kube-scheduler, a kwok controller (simulated nodes and pods), a tiny PV provisioner and, where
+# the machine can run it, one real node (hack/realnode.sh: containerd, kubelet, kube-proxy,
+# kube-router for NetworkPolicy) whose pods run the images of `make images`.
 #
 #   hack/cluster.sh up      start it (no-op when already up), write .cluster/kubeconfig
 #   hack/cluster.sh down    stop every process it started and remove .cluster/
 #   hack/cluster.sh status  show processes, readiness and nodes
 #   hack/cluster.sh env     print shell exports: eval "$(hack/cluster.sh env)"
 #
-# Everything listens on 127.0.0.1 only, on free ports picked at `up`. Binaries come from
-# hack/build.sh (make toolchain). Runs as root or not; needs no systemd and no containers.
+# The control plane listens on 127.0.0.1 only, on free ports picked at `up`. Binaries come from
+# hack/build.sh (make toolchain). The real node needs root; SECUREAI_REAL_NODE=0 skips it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,9 +26,14 @@ GPU_NODES_PER_POOL="${SECUREAI_GPU_NODES_PER_POOL:-2}"
 CPU_NODES="${SECUREAI_CPU_NODES:-2}"
 SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16
+KWOK_POD_CIDR=10.244.0.0/17   # fake pod IPs; the real node has 10.244.200.0/24
+IMAGES_DIR="${SECUREAI_CACHE:-${HOME}/.cache/secureai}/images/oci"
+DIGESTS_FILE="${REPO}/charts/secureai-operator/images.json"
 ISSUER=https://kubernetes.default.svc.cluster.local
 # start order; `down` stops in reverse
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok provisioner)
+# shellcheck source=hack/realnode.sh
+source "${REPO}/hack/realnode.sh"
 
 # One `up`/`down` at a time per state dir (several shells or test sessions may share a clone).
 # The lock lives outside the state dir, which `down` removes. A caller that already holds it
@@ -67,9 +74,9 @@ start() {
 # then SIGKILL stragglers. Only pids recorded by `up` are signalled, never a process by name.
 stop_all() {
   local i name pid deadline
-  local -a names=() pids=()
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    name="${COMPONENTS[i]}"
+  local -a names=() pids=() all=("${COMPONENTS[@]}" "${NODE_COMPONENTS[@]}")
+  for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+    name="${all[i]}"
     if alive "${name}"; then
       pid="$(pid_of "${name}")"
       kill -TERM "${pid}" 2>/dev/null || true
@@ -85,7 +92,8 @@ stop_all() {
     fi
     log "stopped ${names[i]} (pid ${pids[i]})"
   done
-  for name in "${COMPONENTS[@]}"; do rm -f "${PIDS}/${name}.pid" "${PIDS}/${name}.cmd"; done
+  for name in "${all[@]}"; do rm -f "${PIDS}/${name}.pid" "${PIDS}/${name}.cmd"; done
+  real_node_down
 }
 
 # wait_until DESCRIPTION COMPONENT CMD...: poll CMD until it succeeds; fail at the deadline or
@@ -125,6 +133,9 @@ is_up() {
   [[ -f "${STATE}/cluster.env" ]] || return 1
   local c
   for c in "${COMPONENTS[@]}"; do alive "${c}" || return 1; done
+  if [[ "${REAL_NODE:-0}" == 1 ]]; then
+    for c in "${NODE_COMPONENTS[@]}"; do alive "${c}" || return 1; done
+  fi
   apiserver_ready
 }
 
@@ -187,6 +198,7 @@ subjectAltName=IP:127.0.0.1,DNS:localhost"
   # kwok impersonates and patches node/pod status everywhere: it runs as a cluster admin
   cert kwok kwok-controller system:masters "${client}"
   cert provisioner secureai-local-provisioner "" "${client}"
+  cert apiserver-kubelet-client kube-apiserver-kubelet-client "" "${client}"
   # service-account token signing key pair
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "${PKI}/sa.key" 2>/dev/null
   openssl pkey -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
@@ -267,7 +279,7 @@ EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
 options:
-  cidr: ${POD_CIDR}
+  cidr: ${KWOK_POD_CIDR}
   nodeIP: 127.0.0.1
   nodeLeaseDurationSeconds: 40
   # kwok applies its defaults only without a config file: spell them out
@@ -498,7 +510,11 @@ EOF
     --proxy-client-cert-file="${PKI}/front-proxy-client.crt" \
     --proxy-client-key-file="${PKI}/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
-    --enable-admission-plugins=NodeRestriction \
+    --enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction \
+    --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="${PKI}/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="${PKI}/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     --allow-privileged=true \
     --service-account-issuer="${ISSUER}" --api-audiences="${ISSUER}" \
     --service-account-key-file="${PKI}/sa.pub" --service-account-signing-key-file="${PKI}/sa.key" \
@@ -548,6 +564,7 @@ EOF
     --kubeconfig "${STATE}/provisioner.kubeconfig" --provisioner secureai.dev/local --volume-root "${STATE}/volumes"
   wait_until "nodes Ready" kwok nodes_ready
   wait_until "ServiceAccount default/default" kube-controller-manager default_sa_exists
+  real_node_up
   UP_DONE=1
   log "cluster ready in $((SECONDS - t0))s"
   usage_hint
@@ -600,7 +617,19 @@ cmd_status() {
   done
   if apiserver_ready; then
     echo "  kube-apiserver /readyz   ok  https://127.0.0.1:${API_PORT}"
-    kc get nodes -L secureai.dev/pool,nvidia.com/gpu.present
+    kc get nodes -L type,secureai.dev/pool,nvidia.com/gpu.present
+    if [[ "${REAL_NODE:-0}" == 1 ]]; then
+      for c in "${NODE_COMPONENTS[@]}"; do
+        if alive "${c}"; then printf '  %-24s running (pid %s)\n' "${c}" "$(pid_of "${c}")"
+        else printf '  %-24s NOT RUNNING (log: %s)\n' "${c}" "${LOGS}/${c}.log"; rc=1; fi
+      done
+      local why
+      if why="$(guard_ok)"; then echo "  network guard             ok (${GUARD_CHAIN}; forwarding only on ${NODE_BRIDGE})"
+      else echo "  network guard             FAILING: ${why}"; rc=1; fi
+      echo "  real node: ${REAL_NODE_NAME} (type=real); every other node is simulated by kwok"
+    else
+      echo "  real node: none (kwok nodes only)"
+    fi
   else
     echo "  kube-apiserver /readyz   FAILING"; rc=1
   fi

@@ -34,9 +34,20 @@
 {{- default (include "secureai.fullname" .) .Values.peering.name -}}
 {{- end -}}
 
+{{/* The operator image: an explicit digest, else an explicit tag, else the digest that
+`make images` built (images.json, generated next to Chart.yaml), else the chart's version. */}}
 {{- define "secureai.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- $digest := .Values.image.digest -}}
+{{- if and (not $digest) (not .Values.image.tag) -}}
+{{- with .Files.Get "images.json" -}}
+{{- $built := index (fromJson .) "images" "secureai-operator" -}}
+{{- if eq $built.repository $.Values.image.repository -}}
+{{- $digest = $built.digest -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $digest -}}
+{{- printf "%s@%s" .Values.image.repository $digest -}}
 {{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}

@@ -1,0 +1,78 @@
+"""Fixtures for tests on the real node (hack/realnode.sh): real containers, real packets.
+
+Every test here is marked ``integration`` and ``realnode``. Without a real node they fail,
+unless SECUREAI_REAL_NODE=0 says the machine cannot run one (then they are skipped with the
+reason): a CI machine that can run the node must never pass these by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from clusterkit import Cluster, ClusterUnavailable, ensure_cluster, release_cluster, wait_for
+from clusterkit import _read_env as read_cluster_env
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.realnode)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    try:
+        c = ensure_cluster()
+    except ClusterUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield c
+    release_cluster(c, keep=os.environ.get("SECUREAI_KEEP_CLUSTER") == "1")
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> str:
+    env = read_cluster_env(cluster.state_dir / "cluster.env")
+    if env.get("REAL_NODE") != "1":
+        if os.environ.get("SECUREAI_REAL_NODE") == "0":
+            pytest.skip("SECUREAI_REAL_NODE=0: this cluster has no real node")
+        pytest.fail(
+            "the cluster has no real node (see the 'no real node' line of hack/cluster.sh up)",
+            pytrace=False,
+        )
+    return env["REAL_NODE_NAME"]
+
+
+@pytest.fixture
+def namespace_factory(cluster: Cluster, real_node: str) -> Iterator[Callable[..., str]]:
+    """Fresh namespaces enforcing Pod Security "restricted", deleted after the test."""
+    made: list[str] = []
+
+    def make(prefix: str = "rn", labels: dict[str, str] | None = None) -> str:
+        name = f"t-{prefix}-{uuid.uuid4().hex[:6]}"
+        all_labels = {"pod-security.kubernetes.io/enforce": "restricted", **(labels or {})}
+        cluster.kubectl("create", "namespace", name)
+        cluster.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in all_labels.items()))
+        wait_for(
+            lambda: (
+                cluster.kubectl(
+                    "-n", name, "get", "serviceaccount", "default", check=False
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+            description=f"default ServiceAccount in {name}",
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
