@@ -288,6 +288,7 @@ def operator_writes(cluster: Cluster, namespace: str, *, events: bool = True) ->
                 and e.get("verb") in ("create", "update", "patch", "delete")
                 and e.get("stage") == "ResponseComplete"
                 and (events or "/events" not in e.get("requestURI", ""))
+                and "dryRun=" not in e.get("requestURI", "")  # persists nothing
                 and f"/namespaces/{namespace}/" in e.get("requestURI", "")
             )
         )

@@ -279,7 +279,7 @@ def test_relist_adopts_only_workloads_the_watch_missed() -> None:
     r = reconciler()
     seen: list[str] = []
 
-    async def record(entry: Any) -> None:
+    async def record(entry: Any, *_: Any) -> None:
         seen.append(entry.name)
         entry.reconciled_generation = entry.generation
 
@@ -291,8 +291,12 @@ def test_relist_adopts_only_workloads_the_watch_missed() -> None:
         r.state.workloads[next(iter(r.state.workloads))].reconciled_generation = 1
         missed = workload()
         missed["metadata"] = {**missed["metadata"], "name": "missed", "uid": "u-2"}
+        r.queue.start()
         assert await r.adopt_missed([known, missed]) == 1
+        while r.queue.sizes()["queued"] or r.queue.sizes()["active"]:
+            await asyncio.sleep(0.001)
         assert seen == ["missed"]
         assert await r.adopt_missed([known, missed]) == 0
+        await r.queue.stop()
 
     asyncio.run(run())

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", action="append", help="watch only these namespaces")
     p.add_argument("--health-port", type=int, default=8081, help="liveness/readiness port")
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
-    p.add_argument("--peering", default=None, help="kopf peering name (for HA replicas)")
+    p.add_argument("--peering", default=None, help="leader Lease name (for HA replicas)")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from secureai.controllers.reconciler import utc_now
-from secureai.k8s.client import ApiError, KubeClient
+from secureai.k8s.client import ApiError, KubeClient, NotLeader
 
 log = logging.getLogger("secureai")
 
@@ -26,6 +26,8 @@ class EventRecorder:
     async def _post(self, body: dict[str, Any], type: str, reason: str, message: str) -> None:
         try:
             await self.kube.post_event(body, type, reason, message, utc_now())
+        except NotLeader:
+            return
         except ApiError as exc:
             if exc.status not in (403, 404):  # namespace gone or terminating
                 log.warning("could not post event %s: %s", reason, exc)

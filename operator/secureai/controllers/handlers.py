@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import kopf
 
+from secureai.controllers import metrics
 from secureai.controllers.reconciler import Reconciler
-from secureai.k8s.client import ApiError
+from secureai.controllers.state import workload_key_of_child, workload_key_of_cr
+from secureai.k8s.client import NotLeader
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
 log = logging.getLogger("secureai")
-
-RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
 
 def _selector(api_version: str, plural: str) -> tuple[str, str]:
@@ -35,31 +35,22 @@ def configure_watches(settings: kopf.OperatorSettings) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    retries: dict[tuple[str, str, str], int] = {}
+    """Each watch event updates the caches; work that fails goes to the reconciler's queue."""
 
-    async def reconcile_with_retry(body: dict[str, Any]) -> None:
-        entry = reconciler.observe_workload(body)
-        if entry is None:
-            return
-        key = (entry.kind, entry.namespace, entry.name)
+    async def guarded(body: dict[str, Any], work: Awaitable[None]) -> None:
         try:
-            await reconciler.reconcile(entry)
-            retries.pop(key, None)
-        except ApiError as exc:
-            if exc.status == 403 and "being terminated" in exc.message:
-                retries.pop(key, None)
-                return
-            attempt = retries.get(key, 0)
-            retries[key] = attempt + 1
-            delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(retry(key)))
-
-    async def retry(key: tuple[str, str, str]) -> None:
-        for entry in reconciler.state.workloads.values():
-            if (entry.kind, entry.namespace, entry.name) == key:
-                entry.reconciled_generation = -1
-                await reconcile_with_retry(entry.body)
-                return
+            await work
+        except NotLeader:
+            return  # a standby keeps its caches and writes nothing
+        except Exception as exc:
+            # Never lost: the workload is compared again by the queue, with backoff.
+            metrics.WORK_FAILURES.labels("watch", type(exc).__name__).inc()
+            log.warning(
+                "event on %s/%s failed: %s", body.get("kind"), body["metadata"].get("name"), exc
+            )
+            key = workload_key_of_child(body)
+            if key is not None and key in reconciler.state.workloads:
+                reconciler.queue.add_after(key, reconciler.queue.backoff(key))
 
     for resource in WORKLOAD_RESOURCES.values():
 
@@ -69,7 +60,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             if event.get("type") == "DELETED":
                 reconciler.observe_workload(body, deleted=True)
                 return
-            await reconcile_with_retry(body)
+            entry = reconciler.observe_workload(body)
+            if entry is not None:
+                reconciler.enqueue(workload_key_of_cr(entry.body))
 
     for resource in CHILD_RESOURCES.values():
         if resource.kind == "NetworkPolicy":
@@ -78,20 +71,21 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         @kopf.on.event(resource.api_version, resource.plural, registry=registry, id=resource.plural)
         async def on_child(event: kopf.RawEvent, **_: Any) -> None:
             body = cast(dict[str, Any], event["object"])
-            await reconciler.on_child(body, deleted=event.get("type") == "DELETED")
+            deleted = event.get("type") == "DELETED"
+            await guarded(body, reconciler.on_child(body, deleted=deleted))
 
     @kopf.on.event("networking.k8s.io/v1", "networkpolicies", registry=registry)
     async def on_network_policy(event: kopf.RawEvent, **_: Any) -> None:
         body = cast(dict[str, Any], event["object"])
-        await reconciler.on_watch_event(body, deleted=event.get("type") == "DELETED")
+        deleted = event.get("type") == "DELETED"
+        await guarded(body, reconciler.on_watch_event(body, deleted=deleted))
 
     @kopf.on.event("v1", "pods", registry=registry)
     async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
         body = cast(dict[str, Any], event["object"])
-        await reconciler.on_pod(body, deleted=event.get("type") == "DELETED")
+        await guarded(body, reconciler.on_pod(body, deleted=event.get("type") == "DELETED"))
 
     @kopf.on.event("v1", "namespaces", registry=registry)
     async def on_namespace(event: kopf.RawEvent, **_: Any) -> None:
-        await reconciler.on_namespace(
-            cast(dict[str, Any], event["object"]), deleted=event.get("type") == "DELETED"
-        )
+        body = cast(dict[str, Any], event["object"])
+        await guarded(body, reconciler.on_namespace(body, deleted=event.get("type") == "DELETED"))

@@ -22,8 +22,10 @@ from secureai.controllers.events import EventRecorder
 from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
+from secureai.controllers.leader import Leader
 from secureai.controllers.reconciler import Reconciler
-from secureai.k8s.client import ApiError, KubeClient, load_credentials
+from secureai.k8s.client import KubeClient, load_credentials
+from secureai.k8s.lease import LeaseLock
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
@@ -96,6 +98,7 @@ async def relist_workloads(reconciler: Reconciler, patterns: list[str] | None) -
 
 
 async def resync_forever(reconciler: Reconciler, period: float, patterns: list[str] | None) -> None:
+    """No error ends this loop: a failed round is counted, logged and tried next period."""
     while True:
         await asyncio.sleep(period)
         try:
@@ -103,7 +106,10 @@ async def resync_forever(reconciler: Reconciler, period: float, patterns: list[s
             writes = await reconciler.resync()
             metrics.RESYNCS.inc()
             log.debug("resync done, %d writes", writes)
-        except ApiError as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.WORK_FAILURES.labels("resync", type(exc).__name__).inc()
             log.warning("resync failed: %s", exc)
 
 
@@ -119,15 +125,32 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"secureai: policy: {exc}", file=sys.stderr)
         return 2
-    kube = KubeClient(load_credentials())
+    credentials = load_credentials()
     namespace = os.environ.get("SECUREAI_NAMESPACE", "secureai-system")
-    hooks = ClusterHooks(kube, policy, namespace)
-    events = EventRecorder(kube)
-    reconciler = Reconciler(kube, policy, events, hooks=hooks)
-    registry = kopf.OperatorRegistry()
-    register(registry, reconciler)
     ready = asyncio.Event()
     background: list[asyncio.Task[None]] = []
+    lock = None
+    if args.peering:
+        identity = f"{os.environ.get('HOSTNAME', 'secureai')}-{secrets.token_hex(4)}"
+        lock = LeaseLock(KubeClient(credentials), namespace, args.peering, identity, 1)
+    leader = Leader(lock, on_started=lambda: background.append(asyncio.create_task(take_over())))
+    # The one client of the process: every write passes the leader's gate.
+    kube = KubeClient(credentials, may_write=leader.may_write)
+    hooks = ClusterHooks(kube, policy, namespace)
+    events = EventRecorder(kube)
+    reconciler = Reconciler(kube, policy, events, hooks=hooks, leading=leader.leading)
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler)
+
+    async def take_over() -> None:
+        """A new leader: revert whatever stood meanwhile, from warm caches."""
+        await ready.wait()
+        try:
+            await hooks.ca.ensure()
+            await reconciler.resync()
+        except Exception as exc:  # the periodic resync and the queue carry on
+            metrics.WORK_FAILURES.labels("takeover", type(exc).__name__).inc()
+            log.warning("take-over: %s", exc)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -146,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
         settings.persistence.diffbase_storage = NoDiffBase()
         configure_watches(settings)
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
-        await hooks.ca.ensure()  # the CA exists from the first start on
+        if lock is None:
+            await hooks.ca.ensure()  # the CA exists from the first start on (leader: take_over)
+        reconciler.queue.start()
+        leader.start()
         await warm_caches(reconciler, args.namespace)
         background.append(
             asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
@@ -155,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        await leader.stop()  # hand over at once
+        await reconciler.queue.stop()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -166,9 +194,8 @@ def run(args: argparse.Namespace) -> int:
         registry=registry,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        # Replicas need distinct priorities: with equal ones kopf pauses them all.
-        priority=secrets.randbelow(1_000_000) + 1,
+        # Replicas coordinate through a Lease (--peering), not kopf's peering, whose pause
+        # waits out a 60 s lifetime: every replica watches, and only the leader writes.
+        standalone=True,
     )
     return 0

@@ -72,3 +72,21 @@ ISOLATION_LOST = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+WORK_FAILURES = Counter(
+    "secureai_work_failures_total",
+    "Failed work items (reconcile, revert, resync, watch event), requeued with backoff; "
+    "by queue and exception type.",
+    ["queue", "error"],
+    registry=REGISTRY,
+)
+REFUSED_WRITES = Counter(
+    "secureai_refused_writes_total",
+    "Writes refused because this replica is not the leader (should stay 0 in practice).",
+    ["verb"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "secureai_leader",
+    "1 while this replica holds the leader Lease.",
+    registry=REGISTRY,
+)

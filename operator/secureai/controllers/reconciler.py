@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from secureai.api import Policy, SecureTrainingJob, parse_workload
 from secureai.api.errors import one_line
 from secureai.controllers import metrics
+from secureai.controllers.queue import WorkQueue
 from secureai.controllers.state import (
     ChildKey,
     Entry,
@@ -26,7 +27,7 @@ from secureai.controllers.state import (
 )
 from secureai.judge import isolation
 from secureai.judge.drift import Expected, differences, digest, repaired
-from secureai.k8s.client import ApiError, KubeClient
+from secureai.k8s.client import ApiError, KubeClient, NotLeader
 from secureai.k8s.resources import WORKLOAD_RESOURCES
 from secureai.render import PSS_LABELS, PolicyViolation, render
 from secureai.render.meta import ANNOTATION_RETAINED, selector
@@ -80,6 +81,7 @@ class Reconciler:
         *,
         hooks: Hooks | None = None,
         clock: Callable[[], str] = utc_now,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube
         self.policy = policy
@@ -92,6 +94,9 @@ class Reconciler:
         self._namespace_locks: dict[str, asyncio.Lock] = {}
         self._namespace_versions: dict[str, int] = {}
         self._phases: dict[tuple[str, str], int] = {}
+        self.leading = leading
+        # Every failure of a reconcile, revert or resync comes back through this queue.
+        self.queue: WorkQueue[WorkloadKey] = WorkQueue("sync", self.sync, workers=RECONCILE_SLOTS)
 
     # --- workloads -------------------------------------------------------------------------
 
@@ -116,9 +121,38 @@ class Reconciler:
         if gone is not None:
             self._count_phase(gone, None)
         self.state.pods.pop(key, None)
+        self.queue.forget(key)
         task = self._status_tasks.pop(key, None)
         if task is not None and not task.done():
             task.cancel()
+
+    def enqueue(self, key: WorkloadKey) -> None:
+        """Hand a workload to the queue (the one path that retries whatever failed)."""
+        if key in self.state.workloads:
+            self.queue.add(key)
+
+    async def sync(self, key: WorkloadKey) -> None:
+        """The queue's worker: reconcile a workload whose spec is not yet applied, else
+        compare its children and revert drift. A standby only prepares (warm caches)."""
+        entry = self.state.workloads.get(key)
+        if entry is None:
+            self.queue.forget(key)
+            return
+        if entry.namespace in self.state.terminating:
+            return
+        if not self.leading():
+            await self.prepare(entry)
+            return
+        await self._resync_one(key, entry)
+
+    async def prepare(self, entry: Entry) -> None:
+        """What a standby does instead of reconciling: render, and obtain the stored form of
+        every child (dry-runs persist nothing), so that a take-over compares at once."""
+        if entry.prepared_generation == entry.generation:
+            return
+        async with self._slots, entry.lock:
+            await self._reconcile_locked(entry, dry=True)
+        entry.prepared_generation = entry.generation
 
     async def reconcile(self, entry: Entry) -> None:
         kind = entry.kind
@@ -135,7 +169,7 @@ class Reconciler:
                 metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(kind, result).inc()
 
-    async def _reconcile_locked(self, entry: Entry) -> str:
+    async def _reconcile_locked(self, entry: Entry, *, dry: bool = False) -> str:
         body = entry.body
         if entry.namespace in self.state.terminating:
             return "skipped"
@@ -144,21 +178,24 @@ class Reconciler:
             model = parse_workload(body)
             desired = render(model, self.policy)
         except ValidationError as exc:
-            return await self._reject(entry, one_line(exc))
+            return "rejected" if dry else await self._reject(entry, one_line(exc))
         except (PolicyViolation, ValueError) as exc:
-            return await self._reject(entry, str(exc))
+            return "rejected" if dry else await self._reject(entry, str(exc))
         entry.model = model
         if self.hooks is not None:
             live = self.state.live_children(workload_key_of_cr(body))
             reason = await self.hooks.prepare(entry, desired, live)
             if reason is not None:
-                return await self._reject(entry, reason, transient=True)
+                return "rejected" if dry else await self._reject(entry, reason, transient=True)
         if entry.reconciled_generation != generation:
             entry.model_digest = entry.model_signer = None
         entry.rejected = None
         entry.rejected_by_cluster = False
         entry.desired = {(m["kind"], m["metadata"]["name"]): m for m in desired}
         entry.expected = {k: v for k, v in entry.expected.items() if k in entry.desired}
+        if dry:
+            await asyncio.gather(*(self._expected(entry, m) for m in desired))
+            return "prepared"
         await self._label_namespace(entry.namespace)
         first = [m for m in desired if m["kind"] in APPLY_FIRST]
         rest = [m for m in desired if m["kind"] not in APPLY_FIRST]
@@ -405,7 +442,16 @@ class Reconciler:
         task = self._status_tasks.get(key)
         if task is not None and not task.done():
             return
-        self._status_tasks[key] = asyncio.create_task(self._refresh_status(key))
+        task = self._status_tasks[key] = asyncio.create_task(self._refresh_status(key))
+        task.add_done_callback(lambda t: self._status_done(key, t))
+
+    def _status_done(self, key: WorkloadKey, task: asyncio.Task[None]) -> None:
+        if self._status_tasks.get(key) is task:
+            del self._status_tasks[key]
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, NotLeader):
+            metrics.WORK_FAILURES.labels("status", type(error).__name__).inc()
+            self.queue.add_after(key, self.queue.backoff(key))
 
     async def _refresh_status(self, key: WorkloadKey) -> None:
         await asyncio.sleep(0)
@@ -413,10 +459,7 @@ class Reconciler:
         if entry is None or entry.model is None:
             return
         async with entry.lock:
-            try:
-                await self._write_status(entry)
-            except ApiError as exc:
-                log.warning("status of %s/%s: %s", entry.namespace, entry.name, exc)
+            await self._write_status(entry)  # a failure goes to the queue (_status_done)
 
     def _count_phase(self, entry: Entry, phase: str | None) -> None:
         """Move the workload between the per-phase gauges (O(1) per status write)."""
@@ -442,7 +485,7 @@ class Reconciler:
             return
         child: ChildKey = (kind, body["metadata"]["name"])
         desired = entry.desired.get(child)
-        if desired is not None:
+        if desired is not None and self.leading():
             started = time.perf_counter()
             if kind == "NetworkPolicy":  # isolation is judged before the revert lands
                 await self._judge(entry)
@@ -502,7 +545,7 @@ class Reconciler:
                     return
                 log.warning("revert of %s/%s failed: %s", kind, name, exc)
                 self.emit(entry.body, "Warning", "DriftRevertFailed", f"{kind}/{name}: {exc}")
-                return
+                raise  # back to the queue, with backoff
             self._record_revert(entry, f"{kind}/{name}", diffs, started)
             await self._write_status(entry)
 
@@ -576,16 +619,17 @@ class Reconciler:
         if key is None:
             return
         name = body["metadata"]["name"]
-        pods = self.state.pods.setdefault(key, {})
         labels = dict(body["metadata"].get("labels") or {})
         if deleted:
+            pods = self.state.pods.get(key) or {}
             if pods.pop(name, None) is None:
                 return
             if not pods:
                 del self.state.pods[key]
-        elif pods.get(name) == labels:
-            return
         else:
+            pods = self.state.pods.setdefault(key, {})
+            if pods.get(name) == labels:
+                return
             pods[name] = labels
         entry = self.state.workloads.get(key)
         if entry is not None:
@@ -620,6 +664,8 @@ class Reconciler:
         """Act on the isolation verdict: remove (or report) foreign policies that widen
         access; on a change, an Event, a metric and a status write."""
         if entry.model is None or entry.rejected is not None or not entry.desired:
+            return
+        if not self.leading():
             return
         verdict = self._verdict(entry)
         if verdict.widening and self.policy.foreign_network_policy == "remove":
@@ -666,13 +712,23 @@ class Reconciler:
         if not deleted and resource_version(body) < self._namespace_versions.get(name, 0):
             return  # older than our own label write: the watch is catching up
         labels = body["metadata"].get("labels") or {}
+        if deleted:  # gone: drop everything kept per namespace
+            for table in (
+                self.state.namespaces,
+                self.state.policies,
+                self._namespace_locks,
+                self._namespace_versions,
+            ):
+                table.pop(name, None)
+            self.state.terminating.discard(name)
+            return
         self.state.namespaces[name] = dict(labels)
-        if deleted or (body.get("status") or {}).get("phase") == "Terminating":
+        if (body.get("status") or {}).get("phase") == "Terminating":
             # Everything in it is going away: nothing to reconcile, revert or report.
             self.state.terminating.add(name)
             return
         self.state.terminating.discard(name)
-        if not self.policy.pod_security_labels:
+        if not self.policy.pod_security_labels or not self.leading():
             return
         entries = [e for e in self.state.in_namespace(name) if e.rejected is None and e.desired]
         missing = [k for k, v in PSS_LABELS.items() if labels.get(k) != v]
@@ -703,22 +759,27 @@ class Reconciler:
                 continue
             adopted += 1
             log.info("resync found %s/%s unreconciled", entry.namespace, entry.name)
-            try:
-                await self.reconcile(entry)
-            except ApiError:
-                continue  # logged with an Event by reconcile(); the next resync retries
+            self.enqueue(workload_key_of_cr(body))
         return adopted
 
     async def resync(self) -> int:
-        """Compare every child with its desired state; write only where they differ."""
+        """Compare every child with its desired state; write only where they differ.
+        A workload whose resync fails goes to the queue (retried with backoff)."""
         writes = 0
         for key, entry in list(self.state.workloads.items()):
             if entry.namespace in self.state.terminating:
                 continue
+            if not self.leading():
+                self.enqueue(key)  # the standby prepares instead
+                continue
             try:
                 writes += await self._resync_one(key, entry)
-            except ApiError as exc:
+            except NotLeader:
+                continue
+            except Exception as exc:
+                metrics.WORK_FAILURES.labels("resync", type(exc).__name__).inc()
                 log.warning("resync of %s/%s failed: %s", entry.namespace, entry.name, exc)
+                self.queue.add_after(key, self.queue.backoff(key))
         return writes
 
     async def _resync_one(self, key: WorkloadKey, entry: Entry) -> int:

@@ -45,6 +45,7 @@ class Entry:
     expected: dict[ChildKey, Expected] = field(default_factory=dict)
     isolation: Verdict | None = None
     reconciled_generation: int = -1
+    prepared_generation: int = -1  # a standby's render and dry-runs (no writes)
     rejected: str | None = None
     rejected_by_cluster: bool = False
     foreign: set[str] = field(default_factory=set)

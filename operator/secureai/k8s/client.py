@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -36,6 +37,14 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+class NotLeader(Exception):
+    """A write was refused: this replica is not the leader (a standby never writes)."""
+
+
+def always(verb: str) -> bool:
+    return True
 
 
 def _error(status: int, reason: str, text: str) -> ApiError:
@@ -86,7 +95,16 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
 class KubeClient:
     """The only code that talks to the API server."""
 
-    def __init__(self, credentials: Credentials, *, pool_size: int = 64) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        pool_size: int = 64,
+        may_write: Callable[[str], bool] = always,
+    ) -> None:
+        """`may_write(method)` gates every request that could change the cluster (all but
+        GET and dry-runs): the one place where a standby's writes are refused."""
+        self._may_write = may_write
         self._creds = credentials
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
@@ -154,6 +172,8 @@ class KubeClient:
     async def _send(
         self, method: str, url: str, data: str | None, headers: dict[str, str]
     ) -> tuple[int, str, str]:
+        if method != "GET" and "dryRun=" not in url and not self._may_write(method):
+            raise NotLeader(f"{method} refused: not the leader")
         for attempt in range(TRANSPORT_RETRIES + 1):
             try:
                 async with self._get_session().request(
