@@ -23,13 +23,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datasetgen import KINDS, PEM, Planted, text_with, value
-from secureai.api import Policy, parse_workload
+from secureai.api import Policy, SecureTrainingJob, parse_workload
 from secureai.cli.main import main
 from secureai.crypto import decrypt_file, encrypt_file, generate_kek, load_kek
 from secureai.dataset.detect import build
 from secureai.dataset.files import READ_SIZE
 from secureai.pii import TYPES, detect, iban_ok, luhn_ok
 from secureai.render import render
+from secureai.render.training import dataset_census
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -484,6 +485,16 @@ def test_init_container_refuses_forbidden_types_with_counts_not_values(
     for p in planted:
         assert p.value not in proc.stdout + proc.stderr + report.read_text()
     assert list(plain.iterdir()) == []  # refused data never reaches the trainer
+    # What the operator reads back from the pod (kubelet: file -> terminated.message).
+    term = {"exitCode": 1, "message": report.read_text()}
+    status = {"initContainerStatuses": [{"name": init["name"], "state": {"terminated": term}}]}
+    cr = parse_workload(_job(["email", "phone"], encrypted))
+    assert isinstance(cr, SecureTrainingJob)
+    (census,) = dataset_census(cr, status)
+    assert census.claim_name == "data" and census.counts == dict(sorted(counts.items()))
+    assert census.violation == summary["violation"] and census.files == 1
+    term["message"] = "secureai: wrong key"  # a failure leaves stderr (FallbackToLogsOnError)
+    assert dataset_census(cr, status) == []
 
 
 def test_init_container_decrypts_allowed_dataset(dataset: dict[str, Any], tmp_path: Path) -> None:

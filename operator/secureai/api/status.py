@@ -30,6 +30,19 @@ class ChildRef(Model):
     name: str = Field(description="Name of the child.")
 
 
+class DatasetCensus(Model):
+    """Personal data a dataset's init container found in it: counts, never values."""
+
+    claim_name: str = Field(description="The dataset's PVC.")
+    files: int = Field(default=0, ge=0, description="Files in the dataset.")
+    unreadable: int = Field(default=0, ge=0, description="Files that could not be scanned.")
+    bytes: int = Field(default=0, ge=0, description="Plaintext bytes scanned.")
+    counts: dict[str, int] | None = Field(default=None, description="Values found, per type.")
+    violation: str | None = Field(
+        default=None, description="Why the personal-data rule refused the dataset."
+    )
+
+
 class Lineage(Model):
     """What the workload was built from."""
 
@@ -39,6 +52,10 @@ class Lineage(Model):
         default=None, description="Fingerprint of the key that signed the model."
     )
     datasets: list[str] | None = Field(default=None, description="Dataset PVCs mounted.")
+    dataset_census: list[DatasetCensus] | None = Field(
+        default=None,
+        description="Personal-data census of each scanned dataset (docs/data-minimisation.md).",
+    )
 
 
 class DriftStatus(Model):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from secureai.api import Policy, SecureTrainingJob
+from secureai.api.status import DatasetCensus
 from secureai.render.meta import ANNOTATION_RETAINED, metadata, selector
 from secureai.render.pod import PodParts, helper_container, pod_template
 
@@ -13,6 +15,7 @@ KEK_DIR = "/var/run/secrets/secureai/kek"
 # The dataset init containers write their census here; the kubelet hands it to the operator
 # as the container's termination message (schema in docs/data-minimisation.md).
 CENSUS_REPORT = "/dev/termination-log"
+CENSUS_SCHEMA = "secureai.dev/dataset-census-summary/v1"
 
 
 def allowed_personal_data(cr: SecureTrainingJob, policy: Policy) -> list[str] | None:
@@ -39,6 +42,49 @@ def _scan_args(allowed: list[str]) -> list[str]:
         "--max-locations",
         "0",
     ]
+
+
+def _census(message: str | None, claim_name: str) -> DatasetCensus | None:
+    try:
+        summary = json.loads(message or "")
+    except ValueError:
+        return None
+    if not isinstance(summary, dict) or summary.get("schema") != CENSUS_SCHEMA:
+        return None
+    counts = summary.get("counts")
+    violation = summary.get("violation")
+    try:
+        return DatasetCensus(
+            claim_name=claim_name,
+            files=summary.get("files", 0),
+            unreadable=summary.get("unreadable", 0),
+            bytes=summary.get("bytes", 0),
+            counts=counts if isinstance(counts, dict) and counts else None,
+            violation=violation if isinstance(violation, str) else None,
+        )
+    except ValueError:
+        return None
+
+
+def dataset_census(cr: SecureTrainingJob, pod_status: dict[str, Any]) -> list[DatasetCensus]:
+    """The census each dataset init container of a trainer pod left in its termination message.
+
+    ``pod_status`` is a Pod's ``status``; datasets whose container has not finished, or left
+    no census (no rule, or a failure before the scan ended), are absent.
+    """
+    finished: dict[str, str | None] = {}
+    for st in pod_status.get("initContainerStatuses") or []:
+        for key in ("state", "lastState"):
+            term = (st.get(key) or {}).get("terminated")
+            if term and st.get("name") not in finished:
+                finished[st.get("name")] = term.get("message")
+    out = []
+    for i, dataset in enumerate(cr.spec.datasets or []):
+        for name in (f"decrypt-{i}", f"scan-{i}"):
+            census = _census(finished.get(name), dataset.claim_name)
+            if census is not None:
+                out.append(census)
+    return out
 
 
 def headless_service_name(cr: SecureTrainingJob) -> str:
