@@ -6,15 +6,16 @@ import asyncio
 import logging
 from typing import Any
 
-from secureai.controllers.reconciler import utc_now
+from secureai.clock import Clock, iso
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 
 log = logging.getLogger("secureai")
 
 
 class EventRecorder:
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, clock: Clock) -> None:
         self.kube = kube
+        self.clock = clock
         self._pending: set[asyncio.Task[None]] = set()
 
     def __call__(self, body: dict[str, Any], type: str, reason: str, message: str) -> None:
@@ -25,7 +26,7 @@ class EventRecorder:
 
     async def _post(self, body: dict[str, Any], type: str, reason: str, message: str) -> None:
         try:
-            await self.kube.post_event(body, type, reason, message, utc_now())
+            await self.kube.post_event(body, type, reason, message, iso(self.clock.now()))
         except NotLeader:
             return
         except ApiError as exc:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from secureai.api import Policy, SecureInferenceService, SecureTrainingJob
+from secureai.clock import Clock, iso
 from secureai.controllers import metrics
 from secureai.controllers.state import ChildKey, Entry
 from secureai.k8s.certs import CertificateAuthority, storage_class_of_claim
@@ -15,21 +15,14 @@ from secureai.k8s.client import KubeClient
 from secureai.render.inference import operator_issues_tls, service_dns_names, tls_secret_name
 
 
-def operator_clock() -> datetime:
-    """Wall-clock time, shifted by SECUREAI_CLOCK_OFFSET_SECONDS (tests advance time with it)."""
-    offset = float(os.environ.get("SECUREAI_CLOCK_OFFSET_SECONDS", "0") or 0)
-    return datetime.now(UTC) + timedelta(seconds=offset)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class ClusterHooks:
-    def __init__(self, kube: KubeClient, policy: Policy, operator_namespace: str) -> None:
+    def __init__(
+        self, kube: KubeClient, policy: Policy, operator_namespace: str, clock: Clock
+    ) -> None:
         self.kube = kube
         self.policy = policy
-        self.ca = CertificateAuthority(kube, operator_namespace, now=operator_clock)
+        self.clock = clock
+        self.ca = CertificateAuthority(kube, operator_namespace, now=clock.now)
 
     async def prepare(
         self,
@@ -51,7 +44,7 @@ class ClusterHooks:
                 timedelta(seconds=self.policy.certificate_lifetime_seconds),
             )
             manifest["data"] = data
-            entry.tls_not_after = _iso(not_after)
+            entry.tls_not_after = iso(not_after)
             metrics.CERT_EXPIRY.labels(entry.namespace, name).set(not_after.timestamp())
         return None
 
@@ -77,4 +70,4 @@ class ClusterHooks:
             return False
         expiry = datetime.strptime(entry.tls_not_after, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         lifetime = timedelta(seconds=self.policy.certificate_lifetime_seconds)
-        return operator_clock() >= expiry - lifetime / 3
+        return self.clock.now() >= expiry - lifetime / 3

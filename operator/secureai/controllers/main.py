@@ -10,6 +10,8 @@ import logging
 import os
 import secrets
 import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 
 from secureai.api import Policy
 from secureai.api.errors import one_line
+from secureai.clock import Clock, SystemClock
 from secureai.controllers import metrics
 from secureai.controllers.events import EventRecorder
 from secureai.controllers.handlers import configure_watches, register
@@ -45,6 +48,26 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class OffsetClock:
+    """The system clock moved by a fixed offset.
+
+    Only for the subprocess certificate-renewal test (SECUREAI_CLOCK_OFFSET_SECONDS), until
+    that test injects a FakeClock into an in-process operator; nothing else reads time but
+    through the one injected Clock.
+    """
+
+    offset: timedelta
+
+    def now(self) -> datetime:
+        return SystemClock().now() + self.offset
+
+
+def process_clock() -> Clock:
+    offset = float(os.environ.get("SECUREAI_CLOCK_OFFSET_SECONDS", "0") or 0)
+    return OffsetClock(timedelta(seconds=offset)) if offset else SystemClock()
 
 
 def load_policy(path: str | None) -> Policy:
@@ -136,9 +159,10 @@ def run(args: argparse.Namespace) -> int:
     leader = Leader(lock, on_started=lambda: background.append(asyncio.create_task(take_over())))
     # The one client of the process: every write passes the leader's gate.
     kube = KubeClient(credentials, may_write=leader.may_write)
-    hooks = ClusterHooks(kube, policy, namespace)
-    events = EventRecorder(kube)
-    reconciler = Reconciler(kube, policy, events, hooks=hooks, leading=leader.leading)
+    clock = process_clock()
+    hooks = ClusterHooks(kube, policy, namespace, clock)
+    events = EventRecorder(kube, clock)
+    reconciler = Reconciler(kube, policy, events, hooks=hooks, clock=clock, leading=leader.leading)
     registry = kopf.OperatorRegistry()
     register(registry, reconciler)
 

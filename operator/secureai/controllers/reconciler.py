@@ -6,13 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from secureai.api import Policy, SecureTrainingJob, parse_workload
 from secureai.api.errors import one_line
+from secureai.clock import Clock, SystemClock, iso
 from secureai.controllers import metrics
 from secureai.controllers.queue import WorkQueue
 from secureai.controllers.state import (
@@ -68,10 +68,6 @@ class Hooks(Protocol):
         """Whether time alone (say, certificate renewal) calls for a reconcile."""
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Reconciler:
     def __init__(
         self,
@@ -80,14 +76,14 @@ class Reconciler:
         emit: Emit,
         *,
         hooks: Hooks | None = None,
-        clock: Callable[[], str] = utc_now,
+        clock: Clock | None = None,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube
         self.policy = policy
         self.emit = emit
         self.hooks = hooks
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
         self.state = State()
         self._status_tasks: dict[WorkloadKey, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(RECONCILE_SLOTS)
@@ -227,7 +223,7 @@ class Reconciler:
         entry.rejected_by_cluster = transient
         entry.reconciled_generation = entry.generation
         status = rejected_status(
-            entry.generation, entry.body.get("status"), reason[:1000], self.clock()
+            entry.generation, entry.body.get("status"), reason[:1000], iso(self.clock.now())
         )
         await self._patch_status(entry, status)
         return "rejected"
@@ -398,7 +394,11 @@ class Reconciler:
             return  # the final phase stands
         failure = await self._inspect_pods(entry)
         status = compute_status(
-            entry.model, self.policy, self._observed(entry, failure), previous, self.clock()
+            entry.model,
+            self.policy,
+            self._observed(entry, failure),
+            previous,
+            iso(self.clock.now()),
         )
         before = _ready(previous)
         if status == previous:
@@ -575,7 +575,7 @@ class Reconciler:
         metrics.DRIFT_REVERT_SECONDS.observe(time.perf_counter() - started)
         change = ", ".join(diffs[:5]) + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
         entry.drift_total += 1
-        entry.drift_last_time = self.clock()
+        entry.drift_last_time = iso(self.clock.now())
         entry.drift_last_object = obj
         entry.drift_last_change = change[:300]
         log.info("reverted drift of %s in %s: %s", obj, entry.namespace, change)
