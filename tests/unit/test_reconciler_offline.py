@@ -300,3 +300,29 @@ def test_relist_adopts_only_workloads_the_watch_missed() -> None:
         await r.queue.stop()
 
     asyncio.run(run())
+
+
+def test_finished_job_deleted_by_its_ttl_is_not_drift() -> None:
+    """Regression (issue 14, 9): the TTL controller's deletion of a finished Job was taken
+    for drift: the Job was recreated (training ran again) and DriftReverted was posted."""
+    body: dict[str, Any] = yaml.safe_load(
+        (REPO / "examples" / "training-single-gpu.yaml").read_text()
+    )
+    body["metadata"].update(namespace="ml", uid="u-9", generation=2, resourceVersion="5")
+    body["status"] = {"phase": "Succeeded", "observedGeneration": 2}
+    events: list[str] = []
+    r = Reconciler(cast(KubeClient, NoApi()), POLICY, lambda b, t, reason, m: events.append(reason))
+    entry = rendered(r, body)
+    job = next(m for m in entry.desired.values() if m["kind"] == "Job")
+
+    async def run() -> None:
+        live = copy.deepcopy(job)
+        live["metadata"]["resourceVersion"] = "40"
+        r.state.remember_child(live)
+        await r.on_child(live, deleted=True)  # NoApi: any write or read fails the test
+        assert await r._ensure(entry, job) is False
+        await r._write_status(entry)
+
+    asyncio.run(run())
+    assert events == []
+    assert entry.phase == "Succeeded"
