@@ -23,14 +23,14 @@ def _accepted_forms(data: bytes) -> bytes | None:
     if len(data) == 32 and not set(data) <= text:
         return data
     line = data[:-1] if data.endswith(b"\n") else data
-    for prefix, decode in (
-        (b"base64:", lambda b: base64.b64decode(b, validate=True)),
-        (b"hex:", bytes.fromhex),
-    ):
+    for prefix in (b"base64:", b"hex:"):
         if line.startswith(prefix):
             body = line[len(prefix) :]
             try:
-                key = decode(body if prefix == b"base64:" else body.decode("ascii"))
+                if prefix == b"base64:":
+                    key = base64.b64decode(body, validate=True)
+                else:
+                    key = bytes.fromhex(body.decode("ascii"))
             except (ValueError, UnicodeDecodeError):
                 return None
             canonical = base64.b64encode(key) if prefix == b"base64:" else key.hex().encode()
