@@ -20,7 +20,6 @@ import signal
 import ssl
 import sys
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from secureai.guard.audit import AuditLog, ClientHasher
 from secureai.guard.config import GuardConfig
 from secureai.guard.metrics import CONTENT_TYPE, GuardMetrics
 from secureai.guard.stream import BodyFilter, StreamError, body_filter
-from secureai.pii import Redactor
+from secureai.pii import Redactor, normalize
 
 log = logging.getLogger("secureai.guard")
 
@@ -227,7 +226,7 @@ class DenyList:
             _json_strings(parsed, strings)
             texts.append("\n".join(strings))
         for t in texts:
-            variants = {t, unicodedata.normalize("NFKC", t)}
+            variants = {t, normalize(t)}
             for v in variants:
                 if any(p.search(v) for p in self._patterns):
                     return True

@@ -23,6 +23,10 @@ API:
   text at once, wherever it is split, and at most a few hundred characters are held back
   (whole PEM blocks excepted).
 - ``luhn_ok(digits)``, ``iban_ok(compact)``: the checksums.
+- ``normalize(text)``: the view detection runs on (NFKC per character, invisible characters
+  dropped, look-alikes of ``@``, ``.``, ``-`` and Latin letters mapped). Detection always
+  works on this view and reports offsets into the original text, so a value written with
+  full-width digits or zero-width spaces inside is found and its original span replaced.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from secureai.pii.engine import (
     merge_counts,
     placeholder,
 )
+from secureai.pii.normalize import View, normalize
 
 TYPES: tuple[str, ...] = tuple(BUILTIN)
 
@@ -101,12 +106,14 @@ __all__ = [
     "Replace",
     "Segment",
     "StreamScanner",
+    "View",
     "apply",
     "apply_segment",
     "detect",
     "iban_ok",
     "luhn_ok",
     "merge_counts",
+    "normalize",
     "pattern_max_width",
     "placeholder",
     "redact",

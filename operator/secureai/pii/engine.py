@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from secureai.pii.detectors import BUILTIN, Detector, custom_detector
+from secureai.pii.normalize import View
 
 _MEMO_MAX_LEN = 64
 _MEMO_SIZE = 4096
@@ -57,7 +58,30 @@ class Redactor:
         self._memo: dict[str, tuple[str, dict[str, int]]] = {}
 
     def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector, int]]:
-        """(start, end, priority, detector, anchor): anchor is where the regex match began."""
+        """(start, end, priority, detector, anchor): anchor is where the regex match began.
+
+        Detection runs on the normalised view of ``text``; offsets are the original text's.
+        """
+        return self.candidates_in(View(text), pos)
+
+    def candidates_in(self, v: View, pos: int) -> list[tuple[int, int, int, Detector, int]]:
+        if v.identity:
+            return self._candidates(v.text, pos)
+        return [
+            (v.start(s), v.end(e), p, d, v.start(a))
+            for s, e, p, d, a in self._candidates(v.text, v.pos(pos))
+        ]
+
+    def hold_point(self, text: str, pos: int) -> int:
+        """Earliest index from which the end of ``text`` may still be an unfinished match."""
+        return self.hold_in(View(text), pos)
+
+    def hold_in(self, v: View, pos: int) -> int:
+        if v.identity:
+            return self._hold(v.text, pos)
+        return max(pos, v.start(self._hold(v.text, v.pos(pos))))
+
+    def _candidates(self, text: str, pos: int) -> list[tuple[int, int, int, Detector, int]]:
         out: list[tuple[int, int, int, Detector, int]] = []
         low: str | None = None
         seen: dict[tuple[tuple[str, ...], bool], bool] = {}
@@ -135,8 +159,7 @@ class Redactor:
     def find(self, text: str, pos: int = 0) -> list[tuple[int, int, Detector]]:
         return [(s, e, d) for s, e, d, _ in self.scan(text, pos)]
 
-    def hold_point(self, text: str, pos: int) -> int:
-        """Earliest index from which the end of ``text`` may still be an unfinished match."""
+    def _hold(self, text: str, pos: int) -> int:
         n = len(text)
         h = n
         if self._any_window:
@@ -264,8 +287,9 @@ class StreamScanner:
             return Segment(self._base + pos, "", ())
         n = len(buf)
         r = self._r
-        cands = r.candidates(buf, pos)
-        e = r.hold_point(buf, pos)
+        v = View(buf)
+        cands = r.candidates_in(v, pos)
+        e = r.hold_in(v, pos)
         spans: list[tuple[int, int, Detector]] = []
         if cands:
             h = e
