@@ -59,7 +59,12 @@ def install_crds(cluster: Cluster) -> None:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
 
-def operator_kubeconfig(cluster: Cluster, path: Path, cluster_role: str = "cluster-admin") -> Path:
+def operator_kubeconfig(
+    cluster: Cluster,
+    path: Path,
+    cluster_role: str = "cluster-admin",
+    service_account: str = OPERATOR_SA,
+) -> Path:
     """A kubeconfig holding a TokenRequest token of a dedicated ServiceAccount."""
     apply_yaml(
         cluster,
@@ -68,25 +73,29 @@ def operator_kubeconfig(cluster: Cluster, path: Path, cluster_role: str = "clust
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
-                "metadata": {"name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE},
+                "metadata": {"name": service_account, "namespace": OPERATOR_NAMESPACE},
             },
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRoleBinding",
-                "metadata": {"name": f"{OPERATOR_SA}-{cluster_role}"},
+                "metadata": {"name": f"{service_account}-{cluster_role}"},
                 "roleRef": {
                     "apiGroup": "rbac.authorization.k8s.io",
                     "kind": "ClusterRole",
                     "name": cluster_role,
                 },
                 "subjects": [
-                    {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}
+                    {
+                        "kind": "ServiceAccount",
+                        "name": service_account,
+                        "namespace": OPERATOR_NAMESPACE,
+                    }
                 ],
             },
         ],
     )
     token = cluster.kubectl(
-        "create", "token", OPERATOR_SA, "-n", OPERATOR_NAMESPACE, "--duration=24h"
+        "create", "token", service_account, "-n", OPERATOR_NAMESPACE, "--duration=24h"
     ).stdout.strip()
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     server = admin["clusters"][0]["cluster"]
@@ -110,6 +119,7 @@ class OperatorProcess:
     log_file: Path
     env_extra: dict[str, str] = field(default_factory=dict)
     namespaces: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # more `secureai run` arguments (say, --peering NAME)
     proc: subprocess.Popen[bytes] | None = None
     health_port: int = 0
     metrics_port: int = 0
@@ -137,6 +147,7 @@ class OperatorProcess:
                 "--metrics-port",
                 str(self.metrics_port),
                 *(arg for ns in self.namespaces for arg in ("--namespace", ns)),
+                *self.args,
             ],
             env=env,
             stdout=log,

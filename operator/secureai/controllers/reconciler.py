@@ -439,6 +439,8 @@ class Reconciler:
 
     def schedule_status(self, key: WorkloadKey) -> None:
         """Coalesce status refreshes that bursts of child events would trigger."""
+        if not self.leading():
+            return
         task = self._status_tasks.get(key)
         if task is not None and not task.done():
             return

@@ -1,0 +1,246 @@
+"""Issue 13, failover: two replicas behind a 1 s Lease. Under continuous tampering, ten
+SIGKILLs of the leader leave no tamper standing 2 s; a SIGTERM hands over at once; the
+standby writes nothing."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from clusterkit import Cluster, wait_for
+from operatorkit import (
+    OPERATOR_NAMESPACE,
+    TEST_NAMESPACES,
+    OperatorProcess,
+    apply_yaml,
+    example,
+    model_prereqs,
+    operator_kubeconfig,
+    wait_ready,
+)
+
+LEASE = f"secureai-failover-{uuid.uuid4().hex[:6]}"
+WORKLOADS = 3
+KILLS = 10
+TAMPER_EVERY = 0.2
+REPLICAS = 1  # inference-cpu.yaml's
+
+
+def replica(
+    cluster: Cluster, policy_file: Path, folder: Path, tag: str, account: str
+) -> OperatorProcess:
+    kubeconfig = operator_kubeconfig(
+        cluster, folder / f"kubeconfig-{account}", service_account=account
+    )
+    return OperatorProcess(
+        cluster,
+        kubeconfig,
+        policy_file,
+        folder / f"operator-{tag}.log",
+        env_extra={"SECUREAI_RESYNC_SECONDS": "600"},
+        namespaces=TEST_NAMESPACES,
+        args=("--peering", LEASE),
+    )
+
+
+def leads(process: OperatorProcess) -> bool:
+    try:
+        for line in process.metrics().splitlines():
+            if line.startswith("secureai_leader "):
+                return float(line.split()[1]) == 1
+    except OSError:
+        return False
+    return False
+
+
+@pytest.fixture
+def workloads(cluster: Cluster, crds: None) -> Iterator[tuple[str, list[str]]]:
+    ns = f"t-failover-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    base = example("inference-cpu.yaml", ns)
+    model_prereqs(cluster, ns, [base["spec"]["model"]["claimName"]])
+    names = []
+    for i in range(WORKLOADS):
+        cr = json.loads(json.dumps(base))
+        cr["metadata"]["name"] = f"svc-{i}"
+        names.append(cr["metadata"]["name"])
+        apply_yaml(cluster, cr)
+    yield ns, names
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+class Tamperer:
+    """Scales one workload's Deployment every 200 ms (round robin) as another field manager,
+    and measures how long each tamper stands (until the Deployment is back at REPLICAS)."""
+
+    def __init__(self, k8s: Any, ns: str, names: list[str]) -> None:
+        self.apps = client.AppsV1Api(k8s)
+        self.ns, self.names = ns, names
+        self.open: dict[str, list[float]] = {n: [] for n in names}
+        self.standing: list[float] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._tamper, daemon=True),
+            threading.Thread(target=self._watch, daemon=True),
+        ]
+
+    def __enter__(self) -> Tamperer:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+    def _tamper(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            name = self.names[i % len(self.names)]
+            i += 1
+            try:
+                self.apps.patch_namespaced_deployment_scale(
+                    name, self.ns, {"spec": {"replicas": 5}}, field_manager="attacker"
+                )
+                with self.lock:
+                    self.open[name].append(time.monotonic())
+            except client.ApiException:
+                pass
+            self.stop.wait(TAMPER_EVERY)
+
+    def _watch(self) -> None:
+        while not self.stop.is_set() or any(self.open.values()):
+            items = self.apps.list_namespaced_deployment(self.ns).items
+            now = time.monotonic()
+            with self.lock:
+                for d in items:
+                    name = d.metadata.name
+                    if name in self.open and d.spec.replicas == REPLICAS and self.open[name]:
+                        self.standing += [now - t for t in self.open[name]]
+                        self.open[name] = []
+            if self.stop.is_set() and time.monotonic() > self._deadline():
+                return
+            time.sleep(0.02)
+
+    def _deadline(self) -> float:
+        return max((t for ts in self.open.values() for t in ts), default=0.0) + 30
+
+    def oldest_open(self) -> float:
+        with self.lock:
+            opened = [t for ts in self.open.values() for t in ts]
+        return time.monotonic() - min(opened) if opened else 0.0
+
+
+def figures(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {"p50": statistics.median(ordered), "p99": p99, "max": ordered[-1]}
+
+
+def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
+    cluster: Cluster,
+    k8s: Any,
+    policy_file: Path,
+    tmp_path: Path,
+    workloads: tuple[str, list[str]],
+) -> None:
+    ns, names = workloads
+    replicas = [
+        replica(cluster, policy_file, tmp_path, "a0", "secureai-test-operator").start(),
+        replica(cluster, policy_file, tmp_path, "b0", "secureai-test-operator").start(),
+    ]
+    try:
+        for name in names:
+            wait_ready(cluster, "sis", ns, name, timeout=120)
+        with Tamperer(k8s, ns, names) as tamperer:
+            for kill in range(KILLS):
+                leader = wait_for(
+                    lambda: next((p for p in replicas if leads(p)), None),
+                    timeout=5,
+                    interval=0.05,
+                    description="a leader",
+                )
+                assert sum(leads(p) for p in replicas) == 1
+                time.sleep(1.0)  # tampers reverted by this leader
+                leader.kill()
+                replicas.remove(leader)
+                killed_at = time.monotonic()
+                successor = replicas[0]
+                wait_for(
+                    lambda s=successor: leads(s), timeout=3, interval=0.02, description="take-over"
+                )
+                took = time.monotonic() - killed_at
+                print(f"kill {kill + 1}: take-over after {took:.2f} s")
+                replicas.append(
+                    replica(
+                        cluster, policy_file, tmp_path, f"r{kill}", "secureai-test-operator"
+                    ).start()
+                )
+                assert tamperer.oldest_open() < 2.0
+        stats = figures(tamperer.standing)
+        print(f"tampers: {len(tamperer.standing)}, standing s: {stats}")
+        (tmp_path / "failover.json").write_text(json.dumps(stats))
+        assert not any(tamperer.open.values()), "tampers never reverted"
+        assert stats["max"] < 2.0, stats
+    finally:
+        for p in replicas:
+            p.stop()
+
+
+def audit_writes(cluster: Cluster, account: str) -> list[str]:
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"
+    return [
+        f"{e.get('verb')} {e.get('requestURI')}"
+        for e in cluster.audit_events(
+            lambda e: (
+                e.get("user", {}).get("username") == user
+                and e.get("verb") in ("create", "update", "patch", "delete")
+                and e.get("stage") == "ResponseComplete"
+                and "dryRun=" not in e.get("requestURI", "")
+            )
+        )
+    ]
+
+
+def test_standby_writes_nothing_and_sigterm_hands_over_at_once(
+    cluster: Cluster,
+    k8s: Any,
+    policy_file: Path,
+    tmp_path: Path,
+    workloads: tuple[str, list[str]],
+) -> None:
+    ns, names = workloads
+    leader = replica(cluster, policy_file, tmp_path, "leader", "secureai-test-operator").start()
+    standby = replica(cluster, policy_file, tmp_path, "standby", "secureai-test-standby")
+    try:
+        wait_for(lambda: leads(leader), timeout=10, description="leader")
+        standby.start()
+        for name in names:
+            wait_ready(cluster, "sis", ns, name, timeout=120)
+        before = audit_writes(cluster, "secureai-test-standby")
+        with Tamperer(k8s, ns, names) as tamperer:
+            time.sleep(5)  # tampers and reverts, events, status: all the leader's
+            assert audit_writes(cluster, "secureai-test-standby") == before
+            assert not leads(standby)
+            handed_over = time.monotonic()
+            leader.stop()  # SIGTERM: releases the Lease
+            wait_for(lambda: leads(standby), timeout=2, interval=0.02, description="hand-over")
+            took = time.monotonic() - handed_over
+            time.sleep(2)
+        stats = figures(tamperer.standing)
+        print(f"SIGTERM hand-over in {took:.2f} s; standing s: {stats}")
+        assert stats["max"] < 1.0, stats
+    finally:
+        leader.stop()
+        standby.stop()
