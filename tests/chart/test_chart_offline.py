@@ -293,7 +293,7 @@ def test_operator_rights_are_exactly_what_the_code_uses() -> None:
         ("", "namespaces"): {"list", "watch", "patch"},
         ("", "persistentvolumes"): {"get"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-        ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"},
+        ("coordination.k8s.io", "leases"): {"get", "update", "create"},  # leader Lease
     }
     assert _operator_rules(rendered()) == expected
     # nothing that would let it grant itself more
@@ -316,7 +316,7 @@ def test_namespaced_mode_grants_namespaced_rights_only_in_the_watched_namespaces
     ca = one(docs, "Role")
     assert ca["metadata"]["namespace"] == NAMESPACE
     named = {r for rule in ca["rules"] if rule.get("resourceNames") for r in rule["resourceNames"]}
-    assert named == {"secureai-ca", "secureai-ca-bundle"}
+    assert named == {"secureai-ca", "secureai-ca-bundle", f"{RELEASE}-secureai-operator"}
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--namespace") :].count("--namespace") == 2
     peerings = by_kind(docs, "KopfPeering")
