@@ -604,6 +604,13 @@ class Reconciler:
         if workload_key_of_child(body) is not None:  # ours, or claims to be: kept live
             await self.on_child(body, deleted)
         owner = self._owner_of_policy(body)
+        if owner is not None:
+            rendered = owner.desired[("NetworkPolicy", name)]
+            selector_kept = (body.get("spec") or {}).get("podSelector") == rendered["spec"].get(
+                "podSelector"
+            )
+            if selector_kept or deleted:
+                return  # concerns the owner's pods only: judged by on_child
         for entry in self.state.in_namespace(ns):
             if entry is not owner:
                 await self._judge(entry)
@@ -667,8 +674,8 @@ class Reconciler:
         access; on a change, an Event, a metric and a status write."""
         if entry.model is None or entry.rejected is not None or not entry.desired:
             return
-        if not self.leading():
-            return
+        if not self.leading() or entry.reconciled_generation != entry.generation:
+            return  # a reconcile in flight judges when it is done
         verdict = self._verdict(entry)
         if verdict.widening and self.policy.foreign_network_policy == "remove":
             rendered = {
