@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
+from bench import scenarios_failover  # noqa: E402
 from bench import scenarios_operator as sc  # noqa: E402
 from bench.scenarios_kube import Api, Tracker  # noqa: E402
 from bench.scenarios_proc import (  # noqa: E402
@@ -894,6 +895,8 @@ def main() -> int:
     log(f"run {bench.run_id}: namespaces {bench.prefix}*, logs in {workdir}")
     try:
         result.update(asyncio.run(bench.run()))
+        if not quick:  # make test runs these scenarios as integration tests already
+            result.update(scenarios_failover.run(quick))  # failover_*, fuzz_* keys
     finally:
         release_cluster(cluster)
     result["ratios"] = ratios(result)

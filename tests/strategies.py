@@ -413,3 +413,126 @@ def cases(draw: st.DrawFn, kind: str | None = None) -> tuple[Policy, dict[str, A
     if kind == "SecureTrainingJob":
         return policy, draw(training_manifests(policy))
     return policy, draw(inference_manifests(policy))
+
+
+# ---------------------------------------------------------------------------- inadmissible
+
+
+def _unpinned(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    m["spec"]["image"] = m["spec"]["image"].split("@", 1)[0]
+    assert policy.require_digest
+    return "spec.image"
+
+
+def _foreign_registry(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    path = m["spec"]["image"].split("/", 1)[1]
+    host = draw(st.sampled_from(["evil.example.net", "docker.io", "registry.example.com.evil.io"]))
+    m["spec"]["image"] = f"{host}/{path}"
+    return "spec.image"
+
+
+def _too_many_gpus(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    m["spec"]["gpu"] = {"count": draw(st.integers(policy.max_gpus_per_pod + 1, 64))}
+    return "spec.gpu.count"
+
+
+def _unknown_pool(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    m["spec"]["gpu"] = {
+        "count": 1,
+        "pool": draw(dns_labels(12).filter(lambda p: p not in policy.gpu_pools)),
+    }
+    return "spec.gpu.pool"
+
+
+def _secret_env(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    name = draw(st.sampled_from(["DB_PASSWORD", "API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY"]))
+    m["spec"]["env"] = [*(m["spec"].get("env") or []), {"name": name, "value": "x"}]
+    return f"spec.env[{len(m['spec']['env']) - 1}].name"
+
+
+def _long_token(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    seconds = draw(st.integers(policy.tokens.max_seconds + 1, policy.tokens.max_seconds * 10))
+    m["spec"]["identity"] = {**(m["spec"].get("identity") or {}), "expirationSeconds": seconds}
+    return "spec.identity.expirationSeconds"
+
+
+def _loose_carve_out(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    direction = draw(st.sampled_from(["ingress", "egress"]))
+    network = m["spec"].setdefault("network", {})
+    peers = network.setdefault(direction, [])
+    peers.append(
+        {
+            "cidr": "10.0.0.0/16",
+            "except": [draw(st.sampled_from(["10.1.0.0/24", "10.0.0.0/16", "10.0.0.0/8"]))],
+        }
+    )
+    return f"spec.network.{direction}[{len(peers) - 1}].except[0]"
+
+
+def _repeated_secret(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    name = draw(dns_labels(12).filter(lambda n: n != "tokens"))
+    others = [s for s in m["spec"].get("secrets") or [] if s["name"] != name]
+    m["spec"]["secrets"] = [*others, {"name": name}, {"name": name}]
+    return f"spec.secrets[{len(others) + 1}].name"
+
+
+def _reserved_mount(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    path = draw(st.sampled_from(["/tmp", "/tmp/", "/var/run/secrets/secureai/tokens"]))
+    others = [s for s in m["spec"].get("secrets") or [] if s["name"] != "clash"]
+    m["spec"]["secrets"] = [*others, {"name": "clash", "mountPath": path}]
+    return f"spec.secrets[{len(others)}].mountPath"
+
+
+def _plain_output(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    m["spec"]["output"] = {"size": "1Gi", "storageClassName": "standard"}
+    return "spec.output.storageClassName"
+
+
+def _guard_port(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    m["spec"]["port"] = draw(st.sampled_from([8443, 9090]))
+    m["spec"]["guard"] = {**(m["spec"].get("guard") or {}), "enabled": True}
+    return "spec.port"
+
+
+def _bad_regex(draw: st.DrawFn, policy: Policy, m: dict[str, Any]) -> str:
+    guard = m["spec"].setdefault("guard", {})
+    guard["denyPatterns"] = [draw(st.sampled_from(["(unclosed", "[z-a]", "*lead"]))]
+    return "spec.guard.denyPatterns[0]"
+
+
+# One way each to break a policy rule; a new rule in render/validate.py wants one here.
+BREAKAGES = {
+    f.__name__.lstrip("_"): f
+    for f in (
+        _unpinned,
+        _foreign_registry,
+        _too_many_gpus,
+        _unknown_pool,
+        _secret_env,
+        _long_token,
+        _repeated_secret,
+        _reserved_mount,
+        _plain_output,
+        _guard_port,
+        _bad_regex,
+    )
+}
+
+
+BREAKAGE_KIND = {
+    "plain_output": "SecureTrainingJob",
+    "guard_port": "SecureInferenceService",
+    "bad_regex": "SecureInferenceService",
+}
+
+
+@st.composite
+def inadmissible_cases(
+    draw: st.DrawFn, breakage: str | None = None
+) -> tuple[Policy, dict[str, Any], str, str]:
+    """(policy, manifest, breakage, field): an admissible case with one rule broken; `field`
+    is the field the refusal must name."""
+    names = [breakage] if breakage else sorted(BREAKAGES)
+    name = draw(st.sampled_from(names))
+    policy, manifest = draw(cases(BREAKAGE_KIND.get(name)))
+    return policy, manifest, name, BREAKAGES[name](draw, policy, manifest)

@@ -23,9 +23,7 @@ from secureai.render.meta import selector
 from strategies import EXAMPLE_POLICY, EXAMPLES, cases
 
 PROPERTY = settings(
-    max_examples=100,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

@@ -123,9 +123,7 @@ def test_strict_mode_catches_typos_and_wrong_types() -> None:
 
 
 @settings(
-    max_examples=100,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(cases())
