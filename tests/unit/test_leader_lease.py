@@ -1,0 +1,75 @@
+"""The Lease lock's rules, on an in-memory API with the API server's optimistic concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any, cast
+
+import pytest
+
+from secureai.k8s.client import ApiError, KubeClient
+from secureai.k8s.lease import LeaseLock
+
+
+class LeaseApi:
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+
+    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> Any:
+        if method == "GET":
+            if self.lease is None:
+                raise ApiError(404, "NotFound", "")
+            return copy.deepcopy(self.lease)
+        if method == "POST":
+            if self.lease is not None:
+                raise ApiError(409, "AlreadyExists", "")
+        elif method == "PUT":
+            assert self.lease is not None
+            if body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", "")
+        self.version += 1
+        self.lease = copy.deepcopy(body)
+        self.lease["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(self.lease)
+
+
+def locks(api: LeaseApi) -> tuple[LeaseLock, LeaseLock]:
+    kube = cast(KubeClient, api)
+    return (LeaseLock(kube, "ns", "l", "a", 1), LeaseLock(kube, "ns", "l", "b", 1))
+
+
+def test_one_holder_expiry_and_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = LeaseApi()
+    a, b = locks(api)
+    clock = [100.0]
+    monkeypatch.setattr("secureai.k8s.lease.time.monotonic", lambda: clock[0])
+
+    async def run() -> None:
+        assert await a.try_acquire_or_renew()
+        assert not await b.try_acquire_or_renew()  # held, seen just now
+        clock[0] += 0.5
+        assert await a.try_acquire_or_renew()  # renewed: b sees a new version
+        assert not await b.try_acquire_or_renew()
+        clock[0] += 0.9
+        assert not await b.try_acquire_or_renew()  # unchanged for 0.9 s only
+        clock[0] += 0.2
+        assert await b.try_acquire_or_renew()  # unchanged for a whole duration: taken
+        assert not await a.try_acquire_or_renew()  # a lost it
+        await b.release()
+        assert await a.try_acquire_or_renew()  # released: taken at once
+        assert api.lease is not None and api.lease["spec"]["leaseTransitions"] == 2
+
+    asyncio.run(run())
+
+
+def test_two_candidates_never_both_win_the_same_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = LeaseApi()
+    a, b = locks(api)
+
+    async def run() -> None:
+        results = await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew())
+        assert sorted(results) == [False, True]
+
+    asyncio.run(run())
