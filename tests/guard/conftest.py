@@ -163,6 +163,8 @@ class Upstream:
     releases: dict[str, asyncio.Event] = field(default_factory=dict)
     held: dict[str, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Request bodies as the model server received them, by X-Probe header.
+    seen: dict[str, bytes] = field(default_factory=dict)
 
     def hold_started(self, name: str) -> threading.Event:
         with self.lock:
@@ -239,6 +241,44 @@ class Upstream:
         async def ok(_: web.Request) -> web.Response:
             return web.Response(text="ok")
 
+        async def record(request: web.Request) -> web.Response:
+            self.seen[request.headers.get("X-Probe", "")] = await request.read()
+            return web.json_response({"ok": True})
+
+        async def binary(_: web.Request) -> web.Response:
+            return web.Response(
+                body=b"\x00\x01" + SECRET_TEXT.encode(), content_type="application/octet-stream"
+            )
+
+        async def mislabelled(_: web.Request) -> web.Response:
+            return web.Response(
+                body=b"\x00\x01\x02" + SECRET_TEXT.encode(), content_type="application/json"
+            )
+
+        async def encoded(_: web.Request) -> web.Response:
+            return web.Response(
+                body=SECRET_TEXT.encode(),
+                headers={"Content-Type": "text/plain", "Content-Encoding": "x-unknown"},
+            )
+
+        async def leaky_headers(_: web.Request) -> web.Response:
+            return web.json_response(
+                {"ok": True}, headers={"X-Debug-User": EMAIL, "X-Trace": f"key={AWS_KEY}"}
+            )
+
+        async def plain_sse(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await resp.prepare(request)
+            for ch in SECRET_TEXT:
+                await resp.write(_sse_chunk(ch))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+
+        async def plain_json_escapes(_: web.Request) -> web.Response:
+            escaped = "".join(f"\\u{ord(c):04x}" for c in CARD)
+            return web.Response(text='{"card": "' + escaped + '"}', content_type="text/plain")
+
         app.router.add_route("*", "/echo", echo)
         app.router.add_get("/plain", plain)
         app.router.add_get("/chunked", chunked)
@@ -246,6 +286,14 @@ class Upstream:
         app.router.add_get("/slow", slow)
         app.router.add_get("/hold", hold)
         app.router.add_get("/ok", ok)
+        app.router.add_post("/record", record)
+        app.router.add_get("/binary", binary)
+        app.router.add_get("/v2/models/m/infer", binary)
+        app.router.add_get("/mislabelled", mislabelled)
+        app.router.add_get("/encoded", encoded)
+        app.router.add_get("/leaky-headers", leaky_headers)
+        app.router.add_get("/plain-sse", plain_sse)
+        app.router.add_get("/plain-json-escapes", plain_json_escapes)
         return app
 
 

@@ -21,6 +21,7 @@ from secureai.guard.stream import (
     ByteStream,
     JsonDocument,
     NDJSONStream,
+    Sniff,
     SSEStream,
     StreamError,
     TextStream,
@@ -461,15 +462,17 @@ def test_escaped_pem_inside_json_text_stream() -> None:
         ("application/x-ndjson", NDJSONStream),
         ("application/json; charset=utf-8", JsonDocument),
         ("application/vnd.api+json", JsonDocument),
-        ("text/plain; charset=latin-1", ByteStream),
-        (None, ByteStream),
+        ("text/plain; charset=latin-1", Sniff),
+        (None, Sniff),
+        ("text/csv", ByteStream),
     ],
 )
 def test_body_filter_by_content_type(ctype: str | None, kind: type) -> None:
     assert isinstance(body_filter(ctype, REDACTOR, {}, 1024), kind)
 
 
-def test_binary_bodies_pass_through() -> None:
+def test_binary_bodies_have_no_filter() -> None:
+    # The proxy refuses them unless the path is allowed (tests/guard/test_guard_traffic.py).
     for ctype in ("image/png", "application/octet-stream", "application/grpc"):
         assert body_filter(ctype, REDACTOR, {}, 1024) is None
 

@@ -85,6 +85,13 @@ class GuardConfig(BaseModel):
     custom_patterns: list[CustomPattern] = Field(default_factory=list)
     deny_patterns: list[str] = Field(default_factory=list)
     client_identity_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None
+    # Redact request bodies (JSON, form, text) before they reach the model.
+    redact_request_bodies: bool = False
+    # Paths (shell-style globs) whose responses may pass uninspected (binary tensors, images).
+    # Any other response the guard cannot inspect is refused with 502.
+    allow_uninspectable_paths: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=64
+    )
 
     # Optional extras (the renderer may omit them).
     listen_host: str | None = None  # None: all interfaces; tests use 127.0.0.1

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +32,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from secureai.guard import bodies
 from secureai.guard.audit import AuditLog, ClientHasher
 from secureai.guard.config import GuardConfig
 from secureai.guard.metrics import CONTENT_TYPE, GuardMetrics
@@ -56,6 +58,8 @@ HOP_BY_HOP = frozenset(
 _DROP_REQUEST = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "expect"}
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding", "content-md5", "digest"}
 _DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+# Headers with no room for personal data: not worth scanning.
+_PLAIN_HEADERS = frozenset({"content-type", "content-length", "date", "cache-control", "vary"})
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 _CHUNK = 64 * 1024
 _SLICE = 1024
@@ -192,18 +196,6 @@ class RateLimiter:
 # --------------------------------------------------------------------------- deny patterns
 
 
-def _json_strings(obj: Any, out: list[str]) -> None:
-    if isinstance(obj, str):
-        out.append(obj)
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            out.append(k)
-            _json_strings(v, out)
-    elif isinstance(obj, list):
-        for v in obj:
-            _json_strings(v, out)
-
-
 class DenyList:
     """Heuristic screen for known prompt-injection strings: not a defence on its own."""
 
@@ -215,16 +207,8 @@ class DenyList:
     def __bool__(self) -> bool:
         return bool(self._patterns)
 
-    def denied(self, body: bytes, query: str) -> bool:
-        texts = [body.decode("utf-8", "replace"), unquote(query)]
-        try:
-            parsed = json.loads(body) if body[:1] in (b"{", b"[") else None
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            strings: list[str] = []
-            _json_strings(parsed, strings)
-            texts.append("\n".join(strings))
+    def denied(self, body: bytes, query: str, content_type: str | None = None) -> bool:
+        texts = [*bodies.texts(body, content_type), unquote(query)]
         for t in texts:
             variants = {t, normalize(t)}
             for v in variants:
@@ -262,6 +246,7 @@ _MESSAGES = {
     "connect": "upstream unavailable",
     "protocol": "bad upstream response",
     "timeout": "upstream timed out",
+    "uninspectable_response": "the model's response cannot be inspected and was refused",
 }
 
 
@@ -332,8 +317,11 @@ class Guard:
             slot = True
             self.metrics.in_flight.inc()
             body = await self._read_body(request, out)
-            if self.deny and self.deny.denied(body, request.query_string):
+            ctype = request.headers.get("Content-Type")
+            if self.deny and self.deny.denied(body, request.query_string, ctype):
                 raise _Reject(400, "denied_pattern")
+            if self.cfg.redact_request_bodies and body:
+                body = bodies.redact_request(body, ctype, self.redactor, counts)
             return await self._forward(request, body, counts, out)
         except _Reject as rej:
             out.status = rej.status
@@ -426,12 +414,10 @@ class Guard:
         out: _Outcome,
     ) -> web.StreamResponse:
         encoding = up.headers.get("Content-Encoding", "").strip().lower()
-        if encoding not in _DECODABLE:
-            return self._upstream_error(out, "protocol", 502)  # cannot inspect: fail closed
         no_body = request.method == "HEAD" or up.status in (204, 304) or 100 <= up.status < 200
         flt = (
             None
-            if no_body
+            if no_body or encoding not in _DECODABLE
             else body_filter(
                 up.headers.get("Content-Type"),
                 self.redactor,
@@ -439,11 +425,18 @@ class Guard:
                 self.cfg.max_response_buffer_bytes,
             )
         )
+        if flt is None and not no_body:
+            # Binary, unknown or undecodable: fail closed unless this path is allowed.
+            if not self._uninspectable_allowed(request.path):
+                return self._refuse(out, "uninspectable_response", 502)
+            encoding = "" if encoding in _DECODABLE else encoding
         out.status = up.status
         length = up.content_length
         if not no_body and length is not None and length <= _SMALL_BODY and not encoding:
             return await self._relay_small(up, flt, counts, out)
-        headers = _response_headers(up.headers, keep_length=flt is None and not encoding)
+        headers = self._response_headers(
+            up.headers, counts, keep_length=flt is None and not encoding, raw=bool(encoding)
+        )
         resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         await resp.prepare(request)
         try:
@@ -502,8 +495,36 @@ class Guard:
         except StreamError:
             return self._upstream_error(out, "redaction", 502)
         out.bytes_out = len(body)
-        headers = _response_headers(up.headers, keep_length=False)
+        headers = self._response_headers(up.headers, counts, keep_length=False)
         return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
+
+    def _uninspectable_allowed(self, path: str) -> bool:
+        return any(fnmatchcase(path, p) for p in self.cfg.allow_uninspectable_paths)
+
+    def _refuse(self, out: _Outcome, reason: str, status: int) -> web.Response:
+        out.status = status
+        out.rejected = reason
+        self.metrics.rejections.labels(reason=reason).inc()
+        return _error_response(status, reason)
+
+    def _response_headers(
+        self,
+        src: CIMultiDictProxy[str],
+        counts: dict[str, int],
+        *,
+        keep_length: bool,
+        raw: bool = False,
+    ) -> CIMultiDict[str]:
+        """Upstream headers minus hop-by-hop and length/encoding ones, values redacted."""
+        headers: CIMultiDict[str] = CIMultiDict()
+        for k, v in src.items():
+            kl = k.lower()
+            if kl in _DROP_RESPONSE and not (
+                (keep_length and kl == "content-length") or (raw and kl == "content-encoding")
+            ):
+                continue
+            headers.add(k, v if kl in _PLAIN_HEADERS else self.redactor.redact_short(v, counts))
+        return headers
 
     async def upstream_reachable(self) -> bool:
         now = time.monotonic()
@@ -550,16 +571,6 @@ class Guard:
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
         return app
-
-
-def _response_headers(src: CIMultiDictProxy[str], *, keep_length: bool) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for k, v in src.items():
-        kl = k.lower()
-        if kl in _DROP_RESPONSE and not (keep_length and kl == "content-length"):
-            continue
-        headers.add(k, v)
-    return headers
 
 
 # --------------------------------------------------------------------------- logging

@@ -86,8 +86,15 @@ class TextStream:
         return apply_segment(self._scan.flush(), self._counts)
 
 
+def _wide(charset: str) -> bool:
+    return charset.replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
+
+
 class ByteStream:
-    """TextStream over bytes in a given charset; undecodable bytes pass through unchanged."""
+    """TextStream over bytes in a given charset; undecodable bytes pass through unchanged.
+
+    NUL bytes in a narrow charset mean binary content under a text type: refused.
+    """
 
     def __init__(self, redactor: Redactor, counts: dict[str, int], charset: str = "utf-8") -> None:
         try:
@@ -95,10 +102,13 @@ class ByteStream:
         except LookupError:
             charset = "utf-8"
         self._charset = charset
+        self._nul_ok = _wide(charset)
         self._dec = codecs.getincrementaldecoder(charset)("surrogateescape")
         self._text = TextStream(redactor, counts)
 
     def feed(self, data: bytes) -> bytes:
+        if not self._nul_ok and b"\x00" in data:
+            raise StreamError("binary content under a text content type")
         out = self._text.feed(self._dec.decode(data))
         return out.encode(self._charset, "surrogateescape")
 
@@ -452,6 +462,14 @@ class JsonDocument:
         red = redact_json_bytes(body, self._r, self._counts)
         if red is not None:
             return red
+        if b"\n" in body.strip():  # JSON lines under a JSON or text type
+            nd = NDJSONStream(self._r, self._counts)
+            try:
+                lines = [json.loads(x) for x in body.splitlines() if x.strip()]
+            except ValueError:
+                lines = []
+            if lines:
+                return nd.feed(body) + nd.flush()
         text = ByteStream(self._r, self._counts)
         return text.feed(body) + text.flush()
 
@@ -482,10 +500,53 @@ def parse_content_type(value: str | None) -> tuple[str, str]:
     return mime.strip().lower(), charset
 
 
+_SSE_START = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+class Sniff:
+    """text/plain (or no type): decided by the first bytes, so SSE or JSON sent as plain text
+    is still reassembled by structure."""
+
+    def __init__(
+        self, redactor: Redactor, counts: dict[str, int], charset: str, buffer_cap: int
+    ) -> None:
+        self._args = (redactor, counts)
+        self._charset = charset
+        self._cap = buffer_cap
+        self._head = b""
+        self._inner: BodyFilter | None = None
+
+    def _choose(self) -> BodyFilter:
+        head = self._head.lstrip()
+        r, c = self._args
+        if not _wide(self._charset):
+            if head.startswith(_SSE_START):
+                return SSEStream(r, c)
+            if head[:1] in (b"{", b"["):
+                return JsonDocument(r, c, self._cap)
+        return ByteStream(r, c, self._charset)
+
+    def feed(self, data: bytes) -> bytes:
+        if self._inner is None:
+            self._head += data
+            if len(self._head.lstrip()) < 8:
+                return b""
+            self._inner = self._choose()
+            data, self._head = self._head, b""
+        return self._inner.feed(data)
+
+    def flush(self) -> bytes:
+        if self._inner is None:
+            self._inner = self._choose()
+            data, self._head = self._head, b""
+            return self._inner.feed(data) + self._inner.flush()
+        return self._inner.flush()
+
+
 def body_filter(
     content_type: str | None, redactor: Redactor, counts: dict[str, int], buffer_cap: int
 ) -> BodyFilter | None:
-    """The redacting filter for a response body, or None for binary types (passed through)."""
+    """The redacting filter for a response body, or None when it cannot be inspected."""
     mime, charset = parse_content_type(content_type)
     if mime == "text/event-stream":
         return SSEStream(redactor, counts)
@@ -493,6 +554,8 @@ def body_filter(
         return NDJSONStream(redactor, counts)
     if mime == "application/json" or mime.endswith("+json"):
         return JsonDocument(redactor, counts, buffer_cap)
+    if mime in ("", "text/plain"):
+        return Sniff(redactor, counts, charset, buffer_cap)
     if mime.startswith("text/") or mime in _TEXTUAL or mime.endswith("+xml"):
         return ByteStream(redactor, counts, charset)
     return None
