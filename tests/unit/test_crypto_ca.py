@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -16,6 +20,7 @@ from secureai.crypto.ca import (
     CAError,
     bundle,
     bundle_certs,
+    ca_permitted_domains,
     cert_dns_names,
     cert_expiry,
     fingerprint,
@@ -23,6 +28,7 @@ from secureai.crypto.ca import (
     issue_serving_cert,
     needs_renewal,
     prune_bundle,
+    service_dns_names,
     verify_chain,
 )
 
@@ -72,8 +78,8 @@ def test_serving_cert(ca: CA) -> None:
 
 
 def test_serving_cert_name_handling(ca: CA) -> None:
-    issued = issue_serving_cert(ca, ["A.Example.COM.", "a.example.com", "*.svc.local"], T0)
-    assert cert_dns_names(issued.cert_pem) == ["a.example.com", "*.svc.local"]
+    issued = issue_serving_cert(ca, ["Web.Team-A.SVC.", "web.team-a.svc", *NAMES], T0)
+    assert cert_dns_names(issued.cert_pem) == NAMES
     long_name = ".".join(["x" * 60, "team-a", "svc", "cluster", "local"])
     issued = issue_serving_cert(ca, [long_name], T0)
     cert = x509.load_pem_x509_certificate(issued.cert_pem)
@@ -83,11 +89,112 @@ def test_serving_cert_name_handling(ca: CA) -> None:
 
 
 @pytest.mark.parametrize(
-    "names", [[], ["bad name"], ["-x.svc"], ["a..b"], ["x" * 64 + ".svc"], "web.svc"]
+    "names",
+    [
+        [],
+        ["bad name"],
+        ["-x.svc"],
+        ["a..b"],
+        ["x" * 64 + ".svc"],
+        "web.svc",
+        ["web"],  # bare: the same name in every namespace
+        ["www.google.com"],  # outside the CA's permitted domains
+        ["10.0.0.1"],  # an IP address as a DNS name
+        ["web.team-a.svc.1"],
+        ["*.svc"],
+        ["*.team-a.svc"],
+        ["web.team-a.svc.evil.example"],
+        ["web.team-a.svc.cluster.local.evil"],
+    ],
 )
 def test_invalid_dns_names(ca: CA, names: list[str]) -> None:
-    with pytest.raises(CAError):
+    with pytest.raises(CAError, match=r"DNS name|at least one|list of names"):
         issue_serving_cert(ca, names, T0)
+
+
+def test_service_names_are_namespace_qualified() -> None:
+    assert service_dns_names("web", "team-a") == NAMES
+    assert service_dns_names("web", "team-a", "corp.example") == [
+        "web.team-a.svc",
+        "web.team-a.svc.corp.example",
+    ]
+    for bad in (("web.x", "team-a"), ("web", "Team_A"), ("", "team-a")):
+        with pytest.raises(CAError):
+            service_dns_names(*bad)
+    with pytest.raises(CAError, match="cluster domain"):
+        service_dns_names("web", "team-a", "1.2.3.4")
+
+
+def test_ca_is_name_constrained_and_only_signs_certificates(ca: CA) -> None:
+    ku = ca.certificate.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical
+    assert (ku.value.key_cert_sign, ku.value.crl_sign, ku.value.digital_signature) == (
+        True,
+        True,
+        False,
+    )
+    nc = ca.certificate.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical
+    assert ca_permitted_domains(ca) == ["svc", "svc.cluster.local"]
+    assert nc.value.excluded_subtrees is not None and len(nc.value.excluded_subtrees) == 2
+    other = generate_ca("corp", T0, cluster_domain="corp.example")
+    assert ca_permitted_domains(other) == ["svc", "svc.corp.example"]
+    with pytest.raises(CAError, match="outside the CA's permitted domains"):
+        issue_serving_cert(other, NAMES, T0)
+
+
+def _mint_unchecked(ca: CA, san: x509.GeneralName, now: datetime) -> bytes:
+    """What a thief holding the CA key could sign, bypassing issue_serving_cert's checks."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + DAY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([san]), critical=True)
+        .sign(ca.private_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _openssl_verify(tmp_path: Path, ca_pem: bytes, leaf_pem: bytes, at: datetime) -> str:
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    (tmp_path / "leaf.pem").write_bytes(leaf_pem)
+    result = subprocess.run(
+        [
+            *("openssl", "verify", "-attime", str(int(at.timestamp()))),
+            *("-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "leaf.pem")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"{result.returncode}:{result.stdout}{result.stderr}"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_openssl_rejects_certificates_outside_the_name_constraints(ca: CA, tmp_path: Path) -> None:
+    good = issue_serving_cert(ca, NAMES, T0).cert_pem
+    assert _openssl_verify(tmp_path, ca.cert_pem, good, T0).startswith("0:")
+    for san in (
+        x509.DNSName("www.google.com"),
+        x509.DNSName("web.team-a.svc.cluster.local.evil"),
+        x509.DNSName("kubernetes.default"),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ):
+        out = _openssl_verify(tmp_path, ca.cert_pem, _mint_unchecked(ca, san, T0), T0)
+        assert not out.startswith("0:"), (san, out)
+        assert "subtree violation" in out or "excluded subtree" in out, (san, out)
+        with pytest.raises(CAError, match="does not verify"):
+            verify_chain(_mint_unchecked(ca, san, T0), ca.cert_pem, T0, dns_name="www.google.com")
+    inside = _mint_unchecked(ca, x509.DNSName("other.team-b.svc"), T0)
+    assert _openssl_verify(tmp_path, ca.cert_pem, inside, T0).startswith("0:")
 
 
 def test_chain_rejections(ca: CA) -> None:

@@ -40,7 +40,7 @@ class ClusterHooks:
             )
             data, not_after = await self.ca.serving_secret_data(
                 live.get(("Secret", name)),
-                service_dns_names(model),
+                service_dns_names(model, self.ca.cluster_domain),
                 timedelta(seconds=self.policy.certificate_lifetime_seconds),
             )
             manifest["data"] = data

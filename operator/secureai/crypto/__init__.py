@@ -6,7 +6,10 @@ Stands apart from the rest of ``secureai``: it imports only the standard library
 
 from secureai.crypto.ca import (
     CA,
+    DEFAULT_CLUSTER_DOMAIN,
     CAError,
+    CAState,
+    RotationPolicy,
     ServingCert,
     bundle,
     bundle_certs,
@@ -17,6 +20,8 @@ from secureai.crypto.ca import (
     issue_serving_cert,
     needs_renewal,
     prune_bundle,
+    rotate,
+    service_dns_names,
     verify_chain,
 )
 from secureai.crypto.envelope import (
@@ -59,14 +64,17 @@ from secureai.crypto.signing import (
 
 __all__ = [
     "CA",
+    "DEFAULT_CLUSTER_DOMAIN",
     "KEY_FORMS",
     "PARTIAL_SUFFIX",
     "CAError",
+    "CAState",
     "DecryptingReader",
     "EnvelopeError",
     "EnvelopeFormatError",
     "HeaderTamperedError",
     "InvalidKeyError",
+    "RotationPolicy",
     "ServingCert",
     "SignatureError",
     "SignedModel",
@@ -101,6 +109,8 @@ __all__ = [
     "reencrypt_file",
     "reencrypt_stream",
     "remove_leftovers",
+    "rotate",
+    "service_dns_names",
     "sign_model",
     "verify_chain",
     "verify_model",

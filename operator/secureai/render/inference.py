@@ -38,9 +38,12 @@ def serving_port(cr: SecureInferenceService) -> int:
     return GUARD_PORT if guard_enabled(cr) else cr.spec.port
 
 
-def service_dns_names(cr: SecureInferenceService) -> list[str]:
+def service_dns_names(
+    cr: SecureInferenceService, cluster_domain: str = "cluster.local"
+) -> list[str]:
+    """Namespace-qualified names only: a bare ``name`` would be valid in every namespace."""
     name, ns = cr.metadata.name, cr.metadata.namespace
-    return [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+    return [f"{name}.{ns}.svc", f"{name}.{ns}.svc.{cluster_domain}"]
 
 
 def guard_config(cr: SecureInferenceService) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def guard_config(cr: SecureInferenceService) -> dict[str, Any]:
         ],
         "deny_patterns": list(guard.deny_patterns or []),
         "client_identity_header": None,
+        "redact_request_bodies": bool(redaction and redaction.requests),
+        "allow_uninspectable_paths": list(guard.allow_uninspectable_paths or []),
     }
 
 
