@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import AliasGenerator, Field, field_validator, model_validator
@@ -16,6 +16,7 @@ from pydantic_settings import (
 )
 
 from secureai.api.base import Model
+from secureai.api.kinds import PersonalDataType
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
@@ -71,6 +72,10 @@ class DnsTarget(Model):
     port: int = Field(default=53, description="DNS port (UDP and TCP).")
 
 
+def _every_personal_data_type() -> list[PersonalDataType]:
+    return list(get_args(PersonalDataType))
+
+
 class Policy(BaseSettings):
     """Cluster policy, loaded from the YAML file that Helm renders into a ConfigMap."""
 
@@ -116,13 +121,10 @@ class Policy(BaseSettings):
         ],
         description="Env names that look like secrets and are therefore rejected.",
     )
-    dataset_allowed_personal_data: (
-        list[Literal["email", "phone", "payment_card", "us_ssn", "ip_address", "iban", "secret"]]
-        | None
-    ) = Field(
-        default=None,
+    dataset_allowed_personal_data: list[PersonalDataType] = Field(
+        default_factory=_every_personal_data_type,
         description="Personal-data types training datasets may contain (empty: none); a "
-        "SecureTrainingJob can only narrow it. Omitted: no cluster-wide rule.",
+        "SecureTrainingJob can only narrow it. Fewer than all types: every dataset is scanned.",
     )
 
     @field_validator("allowed_registries")

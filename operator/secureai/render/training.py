@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 from secureai.api import Policy, SecureTrainingJob
+from secureai.api.kinds import PersonalDataType
 from secureai.api.status import DatasetCensus
 from secureai.render.meta import ANNOTATION_RETAINED, metadata, selector
 from secureai.render.pod import PodParts, helper_container, pod_template
@@ -21,14 +22,13 @@ CENSUS_SCHEMA = "secureai.dev/dataset-census-summary/v1"
 def allowed_personal_data(cr: SecureTrainingJob, policy: Policy) -> list[str] | None:
     """The personal-data types the job's datasets may hold (None: no rule, no scan).
 
-    The job can only narrow the cluster policy: both set, the intersection applies.
+    The job can only narrow the cluster policy (the intersection applies); a policy that
+    allows every type and a job that says nothing make no rule.
     """
-    mine, cluster = cr.spec.allowed_personal_data, policy.dataset_allowed_personal_data
-    if mine is None and cluster is None:
-        return None
-    if mine is None or cluster is None:
-        return sorted(set(mine if mine is not None else cluster or []))
-    return sorted(set(mine) & set(cluster))
+    mine, cluster = cr.spec.allowed_personal_data, set(policy.dataset_allowed_personal_data)
+    if mine is None:
+        return None if cluster >= set(get_args(PersonalDataType)) else sorted(cluster)
+    return sorted(set(mine) & cluster)
 
 
 def _scan_args(allowed: list[str]) -> list[str]:
