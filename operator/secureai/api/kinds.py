@@ -199,6 +199,11 @@ class Redaction(Model):
     custom_patterns: list[CustomPattern] | None = Field(
         default=None, max_length=64, description="Extra patterns."
     )
+    requests: bool | None = Field(
+        default=None,
+        description="Also redact request bodies (prompts: JSON, form, text) before they reach "
+        "the model server, so PII never enters its logs or context. Default false.",
+    )
 
 
 class Guard(Model):
@@ -220,6 +225,13 @@ class Guard(Model):
         default=None,
         max_length=64,
         description="Request regexes answered with 400: a heuristic, not a defence.",
+    )
+    allow_uninspectable_paths: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="Request paths (shell-style globs such as /v2/models/*/infer) whose "
+        "responses may pass uninspected (binary tensors, images). Any other response the guard "
+        "cannot inspect is refused with 502.",
     )
 
 
