@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -549,3 +550,35 @@ def test_stream_finds_the_same_values_wherever_the_text_is_cut(
     found += [(m.type, m.start, m.end) for m in stream.feed(text[pos:])[2]]
     found += [(m.type, m.start, m.end) for m in stream.flush()[2]]
     assert found == whole
+
+
+def test_progress_bar_only_on_a_terminal(dataset: dict[str, Any]) -> None:
+    import pty  # noqa: PLC0415 - POSIX only
+
+    target = str(dataset["plain"] / "big.txt")
+    argv = [sys.executable, "-m", "secureai.cli.main", "dataset", "scan", "-o", "json", target]
+    piped = subprocess.run(argv, capture_output=True, timeout=300, check=True)
+    assert piped.stderr == b""
+    leader, follower = pty.openpty()
+    drawn = bytearray()
+
+    def drain() -> None:  # read as it is drawn: a full terminal buffer would block the CLI
+        while True:
+            try:
+                piece = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                return
+            if not piece:
+                return
+            drawn.extend(piece)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=follower) as proc:
+        os.close(follower)
+        out, _ = proc.communicate(timeout=300)
+    reader.join(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"\rscan [" in drawn and b"MiB/s" in drawn
+    assert json.loads(out) == json.loads(piped.stdout)  # stdout is the same either way
