@@ -366,7 +366,18 @@ def test_interrupted_pseudonymize_leaves_nothing(dataset: dict[str, Any], tmp_pa
     for i in range(4):
         (src / f"{i}.txt").write_bytes((dataset["plain"] / "big.txt").read_bytes())
     out_dir = tmp_path / "out"
-    for sig in (signal.SIGTERM, signal.SIGINT):
+
+    def written() -> bool:
+        return any(
+            p.is_file() and p.stat().st_size
+            for p in tmp_path.rglob("*")
+            if p.relative_to(tmp_path).parts[0] != "in"
+        )
+
+    # An existing empty destination (a mount point, say) is staged inside itself.
+    for sig, existing in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        if existing:
+            out_dir.mkdir()
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "secureai.cli.main", "dataset", "pseudonymize",
@@ -376,8 +387,7 @@ def test_interrupted_pseudonymize_leaves_nothing(dataset: dict[str, Any], tmp_pa
             stderr=subprocess.PIPE,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        # Wait until the work is under way: its temporary tree holds a written file.
-        while not any(p.is_file() and p.stat().st_size for p in tmp_path.rglob(".out.*/*")):
+        while not written():  # the work is under way: a partial output file exists
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -385,7 +395,13 @@ def test_interrupted_pseudonymize_leaves_nothing(dataset: dict[str, Any], tmp_pa
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + sig, err
         assert out == b"" and err.decode().count("\n") == 1
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in"] + ["out"] * existing
+        assert not existing or list(out_dir.iterdir()) == []
+    # Completed, the same existing directory holds the output and nothing else.
+    code = _pseudonymize(dataset, src, out_dir, dataset["pkey"])
+    assert code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == [f"{i}.txt" for i in range(4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
 # --------------------------------------------------------------------------- init container

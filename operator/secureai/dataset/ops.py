@@ -205,6 +205,22 @@ def pseudonymize(
     if not dst.parent.is_dir():
         raise DatasetError(f"destination directory not found: {dst.parent}")
     out_kek = new_kek or kek
+
+    def each(into: Path) -> None:
+        for item in walk(src):
+            if not isinstance(item, Entry):
+                raise DatasetError(f"{item[0]}: cannot pseudonymise: {item[1]}")
+            target = into if not src.is_dir() else into / item.rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            result = FileResult(item.rel, item.size)
+            census.files.append(result)
+            _pseudonymize_one(item, target, engine, pseudo, result, kek, out_kek, progress)
+
+    if src.is_dir() and dst.is_dir():  # an existing empty directory (a mount point, say)
+        with _staged_dir(dst) as stage:
+            assert stage is not None
+            each(stage)
+        return census
     if src.is_dir():
         tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     else:
@@ -212,16 +228,7 @@ def pseudonymize(
         os.close(fd)
         tmp = Path(name)
     try:
-        for item in walk(src):
-            if not isinstance(item, Entry):
-                raise DatasetError(f"{item[0]}: cannot pseudonymise: {item[1]}")
-            target = tmp if not src.is_dir() else tmp / item.rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            result = FileResult(item.rel, item.size)
-            census.files.append(result)
-            _pseudonymize_one(item, target, engine, pseudo, result, kek, out_kek, progress)
-        if src.is_dir() and dst.exists():
-            dst.rmdir()
+        each(tmp)
         os.replace(tmp, dst)
     except BaseException:
         if tmp.is_dir():
