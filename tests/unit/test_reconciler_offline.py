@@ -12,7 +12,7 @@ import yaml
 from secureai.api import Policy, parse_workload
 from secureai.controllers import metrics
 from secureai.controllers.reconciler import Reconciler
-from secureai.controllers.state import Entry
+from secureai.controllers.state import Entry, workload_key_of_child, workload_key_of_cr
 from secureai.k8s.client import KubeClient
 from secureai.render import render
 from secureai.render.meta import LABEL_KIND, LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
@@ -326,3 +326,14 @@ def test_finished_job_deleted_by_its_ttl_is_not_drift() -> None:
     asyncio.run(run())
     assert events == []
     assert entry.phase == "Succeeded"
+
+
+def test_a_child_whose_workload_label_was_edited_still_belongs_to_its_owner() -> None:
+    """Regression: a child was matched to its workload by labels only; editing the
+    `secureai.dev/workload` label made its drift invisible to the watch path."""
+    body = workload()
+    entry = rendered(reconciler(), body)
+    deployment = next(m for m in entry.desired.values() if m["kind"] == "Deployment")
+    tampered = copy.deepcopy(deployment)
+    tampered["metadata"]["labels"][LABEL_WORKLOAD] = "someone-else"
+    assert workload_key_of_child(tampered) == workload_key_of_cr(body)

@@ -104,7 +104,12 @@ def workload_key_of_cr(body: dict[str, Any]) -> WorkloadKey:
 
 
 def workload_key_of_child(body: dict[str, Any]) -> WorkloadKey | None:
+    """The workload a child belongs to: its controller owner reference first (labels can be
+    edited by anyone who can edit the child), else its workload labels."""
     meta = body.get("metadata", {})
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") in KIND_LABELS and ref.get("name"):
+            return (KIND_LABELS[ref["kind"]], meta.get("namespace", ""), ref["name"])
     labels = meta.get("labels") or {}
     name, kind = labels.get(LABEL_WORKLOAD), labels.get(LABEL_KIND)
     if not name or not kind:
