@@ -596,8 +596,16 @@ class _PendingFile:
         elif replace:
             os.replace(self.tmp, self.dst)
         else:
-            os.link(self.tmp, self.dst)  # fails if dst appeared meanwhile
-            os.unlink(self.tmp)
+            try:
+                os.link(self.tmp, self.dst)  # fails if dst appeared meanwhile
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this filesystem
+                if self.dst.exists():
+                    raise FileExistsError(errno.EEXIST, "file exists", str(self.dst)) from None
+                os.rename(self.tmp, self.dst)
+            else:
+                os.unlink(self.tmp)
         self.tmp = None
         _fsync_dir(self.dst.parent)
         self.fh.close()
