@@ -43,8 +43,8 @@ def test_docs_api_md_is_up_to_date() -> None:
     assert DOC.read_text(encoding="utf-8") == markdown(), f"stale; regenerate it: {REGENERATE}"
 
 
-def test_markdown_is_deterministic() -> None:
-    assert markdown() == markdown()
+def test_markdown_ends_with_one_newline() -> None:
+    # determinism across processes: tests/unit/test_render_hashseed.py
     assert markdown().endswith("\n") and not markdown().endswith("\n\n")
 
 

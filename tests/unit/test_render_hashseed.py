@@ -55,3 +55,29 @@ def test_render_of_every_example_is_identical_under_several_hash_seeds() -> None
         other = _render_all(seed)
         for path in WORKLOADS:
             assert other[path] == first[path], f"{Path(path).name}: seed {seed} != {SEEDS[0]}"
+
+
+_GENERATED = """
+import json
+from secureai.api.crd import all_crds
+from secureai.api.reference import markdown
+print(json.dumps({"crds": all_crds(), "api.md": markdown()}, sort_keys=False))
+"""
+
+
+def test_crds_and_api_reference_are_identical_under_several_hash_seeds() -> None:
+    """Replaces `markdown() == markdown()`, which compared a value with itself."""
+    outputs = set()
+    for seed in SEEDS[:3]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _GENERATED],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+        assert '"api.md"' in proc.stdout
+        outputs.add(proc.stdout)
+    assert len(outputs) == 1
