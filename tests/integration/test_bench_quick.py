@@ -88,7 +88,9 @@ def test_burst_idle_and_memory(quick_run: dict[str, Any]) -> None:
     assert _finite(quick_run["burst_1000_s"]) and quick_run["burst_1000_s"] > 0
     assert burst["operator_cpu_s"] > 0 and burst["operator_peak_rss_mib"] > 0
     idle = quick_run["idle"]
-    assert _finite(quick_run["idle_writes_per_min"]) and quick_run["idle_writes_per_min"] >= 0
+    # an idle operator writes nothing: a correctness claim, not a machine-dependent figure
+    assert quick_run["idle_writes_per_min"] == 0, idle
+    assert quick_run["targets"]["idle_writes_per_min"]["met"] is True
     assert idle["window_s"] >= quick_run["config"]["idle_s"] - 0.5
     assert idle["resyncs_in_window"] >= 1, "the idle window should contain a resync"
     rss = quick_run["rss_mib"]
@@ -100,7 +102,9 @@ def test_machine_versions_targets_and_plot(quick_run: dict[str, Any]) -> None:
     assert quick_run["machine"]["cpus"] >= 1
     assert quick_run["versions"]["kube_apiserver"]
     assert quick_run["versions"]["kopf"]
-    assert set(quick_run["targets"]) >= {"drift_revert_p99_ms", "idle_writes_per_min", "rss_mib"}
+    targets = quick_run["targets"]
+    assert set(targets) >= {"drift_revert_p99_ms", "idle_writes_per_min", "rss_mib"}
+    assert all(isinstance(t["met"], bool) for t in targets.values()), targets
     png = Path(quick_run["_png"])
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
