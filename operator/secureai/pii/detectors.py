@@ -45,6 +45,9 @@ class Detector:
     # Keyword-led detectors: where the keywords are (in the lowercased text); the pattern is
     # only tried at those offsets.
     seek: re.Pattern[str] | None = None
+    # Every match holds a run of at least 16 token characters ([A-Za-z0-9_.+/=~:-]): the
+    # detector is skipped for texts without one.
+    min_token_run: int = 0
     end_slack: int = 0  # hold a found match this close to the end (an optional suffix may follow)
     priority: int = 0
 
@@ -763,6 +766,7 @@ def _family(lead: str, rest: str) -> Detector:
         validate=_validate_token,
         trigger=(lead,),
         priority=85,
+        min_token_run=16,
     )
 
 
@@ -818,6 +822,7 @@ SECRETS: tuple[Detector, ...] = (
         charset=r"[A-Za-z0-9_.-]",
         validate=_validate_jwt,
         trigger=("eyJ",),
+        min_token_run=16,
         priority=90,
     ),
     Detector(
@@ -830,6 +835,7 @@ SECRETS: tuple[Detector, ...] = (
         charset=r"[A-Z0-9]",
         validate=_validate_token,
         trigger=_AWS_PREFIXES,
+        min_token_run=16,
         priority=80,
     ),
     Detector(
@@ -869,6 +875,7 @@ SECRETS: tuple[Detector, ...] = (
         charset=r"[A-Za-z0-9_~.-]",
         validate=_validate_token,
         trigger=("Q~",),
+        min_token_run=16,
         priority=80,
     ),
     Detector(
@@ -877,6 +884,7 @@ SECRETS: tuple[Detector, ...] = (
         max_len=45,
         charset=r"[A-Za-z0-9_:-]",
         trigger=(":AA",),
+        min_token_run=16,
         priority=80,
     ),
     Detector(
@@ -932,6 +940,7 @@ SECRETS: tuple[Detector, ...] = (
         charset=r"[A-Za-z0-9_-]",
         validate=_validate_api_token,
         trigger=("sk-",),
+        min_token_run=16,
         priority=80,
     ),
     Detector(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from secureai.pii.detectors import BUILTIN, Detector, custom_detector
 from secureai.pii.normalize import View
 
+# The shortest token run that ``Detector.min_token_run`` detectors need.
+_LONG_RUN = re.compile(r"[A-Za-z0-9_.+/=~:-]{16}")
 _MEMO_MAX_LEN = 64
 _MEMO_SIZE = 4096
 
@@ -56,6 +58,29 @@ class Redactor:
         self._tail_key_len = {id(d): max(map(len, d.tail_keys or ("",))) for d in self._tails}
         self.max_len = max((d.max_len for d in dets), default=1)
         self._memo: dict[str, tuple[str, dict[str, int]]] = {}
+        self._index_triggers()
+
+    def _index_triggers(self) -> None:
+        # Detectors whose every match is a long token skip texts without one (most prose).
+        self._long = [d.min_token_run > 0 for d in self.detectors]
+
+    def _active(self, text: str, low: str) -> list[int]:
+        has_run = _LONG_RUN.search(text) is not None
+        seen: dict[tuple[tuple[str, ...], bool], bool] = {}
+        out: list[int] = []
+        for i, d in enumerate(self.detectors):
+            if self._long[i] and not has_run:
+                continue
+            if d.trigger is not None:
+                key = (d.trigger, d.trigger_ci)
+                hit = seen.get(key)
+                if hit is None:
+                    hay = low if d.trigger_ci else text
+                    hit = seen[key] = any(t in hay for t in d.trigger)
+                if not hit:
+                    continue
+            out.append(i)
+        return out
 
     def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector, int]]:
         """(start, end, priority, detector, anchor): anchor is where the regex match began.
@@ -83,22 +108,9 @@ class Redactor:
 
     def _candidates(self, text: str, pos: int) -> list[tuple[int, int, int, Detector, int]]:
         out: list[tuple[int, int, int, Detector, int]] = []
-        low: str | None = None
-        seen: dict[tuple[tuple[str, ...], bool], bool] = {}
-        for d in self.detectors:
-            if d.trigger is not None:
-                key = (d.trigger, d.trigger_ci)
-                hit = seen.get(key)
-                if hit is None:
-                    if d.trigger_ci:
-                        if low is None:
-                            low = text.lower()
-                        hay = low
-                    else:
-                        hay = text
-                    hit = seen[key] = any(t in hay for t in d.trigger)
-                if not hit:
-                    continue
+        low = text.lower()
+        for di in self._active(text, low):
+            d = self.detectors[di]
             validate = d.validate
             if d.seek is not None:
                 # Keyword-led detectors: find the keywords in the lowercased text, then try
