@@ -22,7 +22,7 @@ class ClusterHooks:
         self.kube = kube
         self.policy = policy
         self.clock = clock
-        self.ca = CertificateAuthority(kube, operator_namespace, now=clock.now)
+        self.ca = CertificateAuthority(kube, operator_namespace, clock=clock)
 
     async def prepare(
         self,

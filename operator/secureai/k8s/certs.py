@@ -16,9 +16,10 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from secureai import crypto
+from secureai.clock import Clock, SystemClock
 from secureai.crypto.ca import CAState, Retired, RotationPolicy
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 
@@ -30,17 +31,6 @@ CA_LIFETIME = timedelta(days=365)
 CLUSTER_DOMAIN_ENV = "SECUREAI_CLUSTER_DOMAIN"
 _REFRESH = timedelta(seconds=60)
 _WRITE_ATTEMPTS = 5
-
-
-class Clock(Protocol):
-    """Where every moment comes from (tests pass a clock they move)."""
-
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class _CallableClock:
