@@ -68,3 +68,10 @@ bench: $(STAMP) toolchain
 
 clean: down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Mutation testing (docs/testing.md): every mutant of the security-critical modules, in a
+# scratch copy of HEAD. MUTATION_ARGS="crypto drift" limits the groups; "--sample" is the
+# small fixed sample that `make test` runs.
+.PHONY: mutation
+mutation: $(STAMP)
+	$(BIN)/python tests/mutation/harness.py $(MUTATION_ARGS)

@@ -1,0 +1,291 @@
+"""Mutation testing with mutmut, in a scratch copy of the repository.
+
+mutmut mutates the copy only (never the shared working tree), one module group at a time,
+and runs only the unit tests that cover each mutated function. Usage:
+
+    python tests/mutation/harness.py                  # every group, every mutant
+    python tests/mutation/harness.py crypto drift     # some groups
+    python tests/mutation/harness.py --sample         # the fixed sample `make test` runs
+
+The summary (killed/total per group, surviving mutant names) is printed and written as JSON
+to <workdir>/report.json. Exit status 1 if a group is below its target (--check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "operator" / "secureai"
+COPIED = ("tests", "examples", "crds", "charts", "bench")
+KILLED = {1, 3}  # mutmut: a test failed, or pytest itself failed on the mutant
+SURVIVED = {0}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Source files to mutate (globs under operator/secureai), the tests that cover them."""
+
+    name: str
+    sources: tuple[str, ...]
+    tests: tuple[str, ...]
+    target: float
+    # the fixed sample: the Nth mutant of each function, for these N
+    sample: tuple[int, ...] = ()
+
+
+def _pii_sources() -> tuple[str, ...]:
+    # the PII engine moved from the guard to its own package; mutate whichever exists
+    if (PACKAGE / "pii").is_dir():
+        return ("pii/*.py",)
+    return ("guard/redact.py",)
+
+
+GROUPS = {
+    g.name: g
+    for g in (
+        Group(
+            "crypto",
+            ("crypto/*.py",),
+            (
+                "tests/unit/test_crypto_envelope.py",
+                "tests/unit/test_crypto_signing.py",
+                "tests/unit/test_crypto_ca.py",
+                "tests/unit/test_crypto_cli.py",
+                "tests/unit/test_review_findings.py",
+            ),
+            0.90,
+            (4,),
+        ),
+        Group(
+            "drift",
+            ("render/drift.py",),
+            (
+                "tests/unit/test_drift_compare.py",
+                "tests/unit/test_drift_projection.py",
+                "tests/unit/test_reconciler_offline.py",
+            ),
+            0.90,
+            (3,),
+        ),
+        Group(
+            "validation",
+            ("render/validate.py",),
+            (
+                "tests/unit/test_render_validate_offline.py",
+                "tests/unit/test_render_examples.py",
+                "tests/unit/test_render_properties.py",
+                "tests/unit/test_inadmissible.py",
+            ),
+            0.80,
+        ),
+        Group(
+            "network",
+            ("render/network.py",),
+            ("tests/unit/test_render_examples.py", "tests/unit/test_render_properties.py"),
+            0.80,
+            (2,),
+        ),
+        Group(
+            "pii",
+            _pii_sources(),
+            ("tests/unit/test_guard_redact.py", "tests/unit/test_pii_api.py"),
+            0.80,
+        ),
+        Group(
+            "status",
+            ("render/status.py", "api/status.py"),
+            (
+                "tests/unit/test_status.py",
+                "tests/unit/test_reconciler_offline.py",
+                "tests/unit/test_model_report.py",
+            ),
+            0.80,
+        ),
+    )
+}
+
+
+def _config(group: Group, sample: bool) -> str:
+    """The [tool.mutmut] table for the scratch copy's pyproject.toml."""
+    only = [f"src/secureai/{s}" for s in group.sources]
+    tests = [t for t in group.tests if (REPO / t).exists()]
+    pytest_args = ["-p", "no:cacheprovider", "-m", "not integration and not slow", "-x", "-q"]
+    return "\n".join(
+        [
+            "",
+            "[tool.mutmut]",
+            'source_paths = ["src/secureai"]',
+            f"only_mutate = {json.dumps(only)}",
+            f"also_copy = {json.dumps(list(COPIED))}",
+            f"pytest_add_cli_args = {json.dumps(pytest_args)}",
+            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+            "use_git_change_detection = false",
+            "timeout_multiplier = 5.0",
+            "timeout_constant = 5.0",
+            "",
+        ]
+    )
+
+
+def _export(dest: Path, worktree: bool) -> Path:
+    """The tree to mutate: the committed HEAD by default (others may be mid-edit)."""
+    if not worktree:
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=False
+        )
+        if archive.returncode == 0:
+            subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+            return dest
+        shutil.rmtree(dest)
+    return REPO
+
+
+def _prepare(workdir: Path, group: Group, sample: bool, worktree: bool) -> None:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    source = _export(workdir.with_name(workdir.name + ".src"), worktree)
+    skip = shutil.ignore_patterns("__pycache__", "results")
+    (workdir / "src").mkdir(parents=True)
+    shutil.copytree(source / "operator" / "secureai", workdir / "src" / "secureai", ignore=skip)
+    for name in COPIED:
+        if (source / name).exists():
+            shutil.copytree(source / name, workdir / name, ignore=skip)
+    pyproject = (source / "pyproject.toml").read_text()
+    (workdir / "pyproject.toml").write_text(pyproject + _config(group, sample))
+    if source != REPO:
+        shutil.rmtree(source)
+    # exists before mutmut starts, or the import system caches PYTHONPATH's entry as missing
+    (workdir / "mutants" / "src").mkdir(parents=True)
+
+
+def _mutmut(workdir: Path, args: list[str], max_children: int) -> int:
+    env = {
+        **os.environ,
+        # subprocesses the tests start (the CLI) import the mutated copy too
+        "PYTHONPATH": str(workdir / "mutants" / "src"),
+        "SECUREAI_HYPOTHESIS_PROFILE": "mutation",
+    }
+    mutmut = Path(sys.executable).parent / "mutmut"
+    cmd = [str(mutmut), "run", "--max-children", str(max_children), *args]
+    with (workdir / "mutmut.log").open("w") as log:
+        return subprocess.run(
+            cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
+
+
+def _results(workdir: Path) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for meta in (workdir / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        out.update(data.get("exit_code_by_key", {}))
+    return out
+
+
+def run_group(
+    group: Group,
+    root: Path,
+    *,
+    sample: bool,
+    max_children: int,
+    worktree: bool,
+    extra_patterns: tuple[str, ...] = (),
+) -> dict[str, object]:
+    workdir = root / group.name
+    _prepare(workdir, group, sample, worktree)
+    patterns = [f"*__mutmut_{n}" for n in group.sample] if sample else list(extra_patterns)
+    rc = _mutmut(workdir, patterns, max_children)
+    results = _results(workdir)
+    if patterns:
+        results = {k: v for k, v in results.items() if any(fnmatch(k, p) for p in patterns)}
+    checked = {k: v for k, v in results.items() if v is not None}
+    killed = sorted(k for k, v in checked.items() if v in KILLED)
+    survived = sorted(k for k, v in checked.items() if v in SURVIVED)
+    other = {k: v for k, v in checked.items() if v not in KILLED | SURVIVED}
+    total = len(killed) + len(survived)
+    return {
+        "group": group.name,
+        "sources": list(group.sources),
+        "mutmut_exit": rc,
+        "killed": len(killed),
+        "survived": survived,
+        "other": other,  # timeouts, no tests, ...: not in the score
+        "not_checked": len(results) - len(checked),
+        "score": (len(killed) / total) if total else None,
+        "target": group.target,
+        "log": str(workdir / "mutmut.log"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "groups", nargs="*", help=f"module groups (default: all): {', '.join(GROUPS)}"
+    )
+    parser.add_argument("--sample", action="store_true", help="the small fixed sample only")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument(
+        "--pattern",
+        action="append",
+        default=[],
+        help="only mutants matching this glob, e.g. '*__mutmut_*5' for a tenth (repeatable)",
+    )
+    parser.add_argument("--worktree", action="store_true", help="mutate the working tree, not HEAD")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a group misses its target")
+    args = parser.parse_args(argv)
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group: {', '.join(unknown)}")
+    names = args.groups or [g for g in GROUPS if GROUPS[g].sample or not args.sample]
+    root = args.workdir or Path(tempfile.gettempdir()) / "secureai-mutation"
+    root.mkdir(parents=True, exist_ok=True)
+    report = []
+    for name in names:
+        summary = run_group(
+            GROUPS[name],
+            root,
+            sample=args.sample,
+            max_children=args.max_children,
+            worktree=args.worktree,
+            extra_patterns=tuple(args.pattern),
+        )
+        report.append(summary)
+        score = summary["score"]
+        shown = "n/a" if score is None else f"{score:.1%}"
+        survived = summary["survived"]
+        assert isinstance(survived, list)
+        print(
+            f"{name:<11} killed {summary['killed']:>4}  survived {len(survived):>4}  "
+            f"score {shown:>6}  target {GROUPS[name].target:.0%}",
+            flush=True,
+        )
+        for mutant in survived:
+            print(f"    survived: {mutant}")
+    (root / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"report: {root / 'report.json'}")
+    missed = [
+        s["group"]
+        for s in report
+        if s["score"] is None or float(s["score"]) < float(s["target"])  # type: ignore[arg-type]
+    ]
+    if args.check and missed:
+        print(f"below target: {', '.join(map(str, missed))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
