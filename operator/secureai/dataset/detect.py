@@ -9,7 +9,7 @@ leave every other byte as it was.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from secureai.pii import TYPES, Redactor, Segment, StreamScanner
@@ -110,10 +110,3 @@ class Stream:
 
     def flush(self) -> tuple[int, str, list[Match]]:
         return self._out(self._scanner.flush())
-
-
-def iter_pieces(stream: Stream, chunks: Iterable[str]) -> Iterator[tuple[int, str, list[Match]]]:
-    """Feed every chunk and flush at the end."""
-    for chunk in chunks:
-        yield stream.feed(chunk)
-    yield stream.flush()
