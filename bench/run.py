@@ -185,7 +185,7 @@ def module_benches(cfg: Config) -> dict[str, Any]:
         ),
         # scan/pseudonymize run at about 1 MiB/s per core: 1 GiB is BENCH_DATASET_MIB=1024
         "dataset": lambda: bench_dataset.run(
-            size_mib=4 if cfg.quick else int(os.environ.get("BENCH_DATASET_MIB", "64"))
+            size_mib=1 if cfg.quick else int(os.environ.get("BENCH_DATASET_MIB", "64"))
         ),
         "guard": None
         if cfg.quick
