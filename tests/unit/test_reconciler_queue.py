@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -181,3 +182,68 @@ def test_per_workload_and_per_namespace_memory_returns_to_baseline() -> None:
         assert sizes(r) == baseline
 
     asyncio.run(run())
+
+
+class RecordingApi:
+    """Records every call; answers reads and dry-runs, as the API server would."""
+
+    WRITES = frozenset(
+        {"apply", "apply_created", "replace", "delete", "patch_status", "post_event"}
+        | {"apply_namespace_labels", "request_token"}
+    )
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def dry_run_create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append("dry_run_create")
+        return json.loads(json.dumps(manifest))
+
+    async def list(self, *args: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append("list")
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        async def record(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return {}
+
+        return record
+
+
+def test_a_standby_prepares_and_never_writes() -> None:
+    """The standby renders and dry-runs (warm caches) but never writes, whatever it sees."""
+    api = RecordingApi()
+    events: list[str] = []
+    r = Reconciler(
+        cast(KubeClient, api),
+        POLICY.model_copy(update={"foreign_network_policy": "remove"}),
+        lambda b, t, reason, m: events.append(reason),
+        leading=lambda: False,
+    )
+    body = workload("ml", "a")
+
+    async def run() -> None:
+        r.observe_workload(body)
+        key = workload_key_of_cr(body)
+        await r.sync(key)
+        entry = r.state.workloads[key]
+        assert entry.desired and len(entry.expected) == len(entry.desired)
+        tampered = json.loads(json.dumps(entry.desired[("Service", "a")]))
+        tampered["spec"]["selector"]["x"] = "y"
+        tampered["metadata"]["resourceVersion"] = "50"
+        await r.on_child(tampered, deleted=False)
+        await r.on_child(tampered, deleted=True)
+        allow_all = {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-all", "namespace": "ml"},
+            "spec": {"podSelector": {}, "ingress": [{}]},
+        }
+        await r.on_watch_event(allow_all, deleted=False)
+        await r.on_namespace({"metadata": {"name": "ml", "resourceVersion": "3", "labels": {}}})
+        await r.resync()
+        await r.sync(key)
+
+    asyncio.run(run())
+    assert set(api.calls) <= {"dry_run_create", "list", "get"}, api.calls
+    assert events == []
