@@ -33,7 +33,8 @@ SURVIVED = {0}
 
 @dataclass(frozen=True)
 class Group:
-    """Source files to mutate (globs under operator/secureai), the tests that cover them."""
+    """Source files to mutate (globs under operator/secureai; "a|b" takes the first that
+    exists, for modules that moved), the tests that cover them (globs)."""
 
     name: str
     sources: tuple[str, ...]
@@ -41,13 +42,6 @@ class Group:
     target: float
     # the fixed sample: the Nth mutant of each function, for these N
     sample: tuple[int, ...] = ()
-
-
-def _pii_sources() -> tuple[str, ...]:
-    # the PII engine moved from the guard to its own package; mutate whichever exists
-    if (PACKAGE / "pii").is_dir():
-        return ("pii/*.py",)
-    return ("guard/redact.py",)
 
 
 GROUPS = {
@@ -68,10 +62,9 @@ GROUPS = {
         ),
         Group(
             "drift",
-            ("render/drift.py",),
+            ("judge/drift.py|render/drift.py",),
             (
-                "tests/unit/test_drift_compare.py",
-                "tests/unit/test_drift_projection.py",
+                "tests/unit/test_drift_*.py",
                 "tests/unit/test_reconciler_offline.py",
             ),
             0.90,
@@ -97,8 +90,12 @@ GROUPS = {
         ),
         Group(
             "pii",
-            _pii_sources(),
-            ("tests/unit/test_guard_redact.py", "tests/unit/test_pii_api.py"),
+            ("pii/*.py|guard/redact.py",),
+            (
+                "tests/unit/test_pii*.py",
+                "tests/unit/test_guard_redact.py",
+                "tests/unit/test_guard_corpus.py",
+            ),
             0.80,
         ),
         Group(
@@ -115,10 +112,23 @@ GROUPS = {
 }
 
 
-def _config(group: Group, sample: bool) -> str:
+def _resolve(workdir: Path, group: Group) -> tuple[list[str], list[str]]:
+    """The group's source globs and test files as they exist in the copy."""
+    package = workdir / "src" / "secureai"
+    only = []
+    for entry in group.sources:
+        found = [alt for alt in entry.split("|") if any(package.glob(alt))]
+        if found:
+            only.append(f"src/secureai/{found[0]}")
+    tests = sorted({str(p.relative_to(workdir)) for t in group.tests for p in workdir.glob(t)})
+    return only, tests
+
+
+def _config(workdir: Path, group: Group) -> str:
     """The [tool.mutmut] table for the scratch copy's pyproject.toml."""
-    only = [f"src/secureai/{s}" for s in group.sources]
-    tests = [t for t in group.tests if (REPO / t).exists()]
+    only, tests = _resolve(workdir, group)
+    if not only or not tests:
+        raise SystemExit(f"{group.name}: no sources ({group.sources}) or tests in the copy")
     pytest_args = ["-p", "no:cacheprovider", "-m", "not integration and not slow", "-x", "-q"]
     return "\n".join(
         [
@@ -151,7 +161,7 @@ def _export(dest: Path, worktree: bool) -> Path:
     return REPO
 
 
-def _prepare(workdir: Path, group: Group, sample: bool, worktree: bool) -> None:
+def _prepare(workdir: Path, group: Group, worktree: bool) -> None:
     if workdir.exists():
         shutil.rmtree(workdir)
     source = _export(workdir.with_name(workdir.name + ".src"), worktree)
@@ -162,7 +172,7 @@ def _prepare(workdir: Path, group: Group, sample: bool, worktree: bool) -> None:
         if (source / name).exists():
             shutil.copytree(source / name, workdir / name, ignore=skip)
     pyproject = (source / "pyproject.toml").read_text()
-    (workdir / "pyproject.toml").write_text(pyproject + _config(group, sample))
+    (workdir / "pyproject.toml").write_text(pyproject + _config(workdir, group))
     if source != REPO:
         shutil.rmtree(source)
     # exists before mutmut starts, or the import system caches PYTHONPATH's entry as missing
@@ -202,7 +212,7 @@ def run_group(
     extra_patterns: tuple[str, ...] = (),
 ) -> dict[str, object]:
     workdir = root / group.name
-    _prepare(workdir, group, sample, worktree)
+    _prepare(workdir, group, worktree)
     patterns = [f"*__mutmut_{n}" for n in group.sample] if sample else list(extra_patterns)
     rc = _mutmut(workdir, patterns, max_children)
     results = _results(workdir)
