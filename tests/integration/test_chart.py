@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
 from clusterkit import REPO, Cluster, wait_for
 from operatorkit import (
@@ -407,13 +408,21 @@ def test_namespaced_mode_operator_reconciles_in_its_namespace(
         process.stop()
 
 
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """A sample's value from a /metrics page (0 when absent): counters are compared by value,
+    since a label set can be present at 0."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
 def reconciles(process: ChartOperator) -> float:
     """Successful SecureTrainingJob reconciles this process has counted."""
-    prefix = 'secureai_reconciles_total{kind="SecureTrainingJob",result="success"} '
-    for line in process.metrics().splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix) :])
-    return 0.0
+    return metric_value(
+        process.metrics(), "secureai_reconciles_total", kind="SecureTrainingJob", result="success"
+    )
 
 
 def test_two_replicas_share_one_peering(
@@ -532,8 +541,7 @@ def test_examples_reach_ready_under_the_charts_rbac(
             )
         )
         assert status_writes, name
-    metrics = chart_op.metrics()
-    assert 'secureai_reconciles_total{kind="SecureTrainingJob",result="success"}' in metrics
+    assert reconciles(chart_op) > 0
 
 
 def test_tampering_is_reverted_by_the_charts_service_account(
@@ -545,6 +553,8 @@ def test_tampering_is_reverted_by_the_charts_service_account(
 ) -> None:
     ns, name = namespaces.open, "embeddings"
     before = len(audit_writes(cluster, release.user, "deployments", ns, name))
+    reverts = "secureai_drift_reverts_total"
+    counted = metric_value(chart_op.metrics(), reverts, child_kind="Deployment")
     cluster.kubectl(
         "patch", "deployment", name, "-n", ns, "--type=json",
         "-p", json.dumps([{"op": "replace", "path": "/spec/replicas", "value": 5}]),
@@ -565,8 +575,7 @@ def test_tampering_is_reverted_by_the_charts_service_account(
         timeout=20,
         description=f"NetworkPolicy {policy} recreated",
     )
-    metrics = chart_op.metrics()
-    assert 'secureai_drift_reverts_total{child_kind="Deployment"}' in metrics
+    assert metric_value(chart_op.metrics(), reverts, child_kind="Deployment") > counted
 
 
 FORBIDDEN_FOR_THE_OPERATOR = [
