@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from secureai.api import SecureInferenceService, parse_workload
 from secureai.crypto.ca import (
     CA,
     CLOCK_SKEW,
@@ -31,6 +33,8 @@ from secureai.crypto.ca import (
     service_dns_names,
     verify_chain,
 )
+from secureai.render import inference as render_inference
+from strategies import EXAMPLES
 
 T0 = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -307,3 +311,17 @@ def test_validate_detects_mismatched_pair(ca: CA) -> None:
     leaf = issue_serving_cert(ca, NAMES, T0)
     with pytest.raises(CAError, match="not a CA"):
         CA(key_pem=leaf.key_pem, cert_pem=leaf.cert_pem).validate()
+
+
+def test_the_operator_asks_only_for_namespace_qualified_names() -> None:
+    """What the reconcile hook requests for an inference service is issuable and carries no
+    bare name (a certificate for `web` would be valid for `web` in every namespace)."""
+    cr = parse_workload(yaml.safe_load((EXAMPLES / "inference-cpu.yaml").read_text()))
+    assert isinstance(cr, SecureInferenceService)
+    name, ns = cr.metadata.name, cr.metadata.namespace
+    for domain in ("cluster.local", "corp.example"):
+        names = render_inference.service_dns_names(cr, domain)
+        assert names == service_dns_names(name, ns, domain)
+        assert all(n.startswith(f"{name}.{ns}.svc") for n in names)
+        issued = issue_serving_cert(generate_ca("x", T0, cluster_domain=domain), names, T0)
+        assert cert_dns_names(issued.cert_pem) == names
