@@ -61,25 +61,30 @@ class Redactor:
         self._index_triggers()
 
     def _index_triggers(self) -> None:
-        # Detectors whose every match is a long token skip texts without one (most prose).
-        self._long = [d.min_token_run > 0 for d in self.detectors]
+        """Detectors grouped by trigger, so each distinct trigger is looked for once per text.
+        Detectors whose every match is a long token skip texts without one (most prose)."""
+        groups: dict[tuple[tuple[str, ...] | None, bool, bool], list[int]] = {}
+        for i, d in enumerate(self.detectors):
+            key = (d.trigger, d.trigger_ci, d.min_token_run > 0)
+            groups.setdefault(key, []).append(i)
+        self._trigger_groups = [(t, ci, long, idx) for (t, ci, long), idx in groups.items()]
+        self._last_char_groups: dict[str, list[_HoldGroup]] = {}
 
     def _active(self, text: str, low: str) -> list[int]:
-        has_run = _LONG_RUN.search(text) is not None
-        seen: dict[tuple[tuple[str, ...], bool], bool] = {}
+        has_run: bool | None = None
         out: list[int] = []
-        for i, d in enumerate(self.detectors):
-            if self._long[i] and not has_run:
-                continue
-            if d.trigger is not None:
-                key = (d.trigger, d.trigger_ci)
-                hit = seen.get(key)
-                if hit is None:
-                    hay = low if d.trigger_ci else text
-                    hit = seen[key] = any(t in hay for t in d.trigger)
-                if not hit:
+        for trig, ci, long, idx in self._trigger_groups:
+            if long:
+                if has_run is None:
+                    has_run = _LONG_RUN.search(text) is not None
+                if not has_run:
                     continue
-            out.append(i)
+            if trig is not None:
+                hay = low if ci else text
+                if not any(t in hay for t in trig):
+                    continue
+            out.extend(idx)
+        out.sort()
         return out
 
     def candidates(self, text: str, pos: int = 0) -> list[tuple[int, int, int, Detector, int]]:
@@ -176,9 +181,17 @@ class Redactor:
         h = n
         if self._any_window:
             h = min(h, n - self._any_window)
-        for g in self._groups:
+        if n == 0:
+            return pos
+        last = text[-1]
+        groups = self._last_char_groups.get(last)
+        if groups is None:
+            groups = [g for g in self._groups if g.last.match(last)]
+            if len(self._last_char_groups) < 4096:
+                self._last_char_groups[last] = groups
+        for g in groups:
             lo = max(pos, n - g.window)
-            if lo >= n or g.last.match(text, n - 1) is None:
+            if lo >= n:
                 continue
             m = g.back.match(text[n - 1 : lo - 1 if lo > 0 else None : -1])
             run = m.end() if m else 0
