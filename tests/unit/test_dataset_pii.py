@@ -54,15 +54,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (plain / "sub").mkdir(parents=True)
     planted: dict[str, list[Planted]] = {}
 
-    big, planted["big.txt"] = text_with(rng, 2 * MIB + 4096, 20000, (READ_SIZE, 2 * READ_SIZE))
-    # A private key spanning lines, and one spanning the first read boundary.
-    pem_at = READ_SIZE + 5000
-    big = big[:pem_at] + b"\n" + PEM.encode() + b"\n" + big[pem_at:]
-    shift = len(PEM) + 2
-    planted["big.txt"] = [
-        p if p.offset < pem_at else Planted(p.type, p.value, p.offset + shift)
-        for p in planted["big.txt"]
-    ] + [Planted("secret", PEM, pem_at + 1)]
+    big, planted["big.txt"] = text_with(rng, 3 * MIB + 4096, 20000, (READ_SIZE, 2 * READ_SIZE))
+    # A private key over several lines, straddling the third read boundary (inserted at a line
+    # start after every other planted value, so no offset moves).
+    pem_at = big.rindex(b"\n", 0, 3 * READ_SIZE - 100)
+    assert pem_at + 1 < 3 * READ_SIZE < pem_at + 1 + len(PEM)
+    assert all(p.offset < pem_at for p in planted["big.txt"])
+    big = big[:pem_at] + b"\n" + PEM.encode() + big[pem_at:]
+    planted["big.txt"].append(Planted("secret", PEM, pem_at + 1))
     (plain / "big.txt").write_bytes(big)
 
     rows = ["id,name,contact,note"]
