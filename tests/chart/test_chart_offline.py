@@ -1,6 +1,6 @@
 """Issue 6, offline half: the Helm chart lints, renders valid manifests, keeps the CRDs in step
 with crds/, grants no wildcard, runs a PSS-restricted pod, and ships Argo CD health checks that
-give the right verdict for every phase (run in Lua by lupa).
+give the right verdict for every phase (run in Argo CD's Lua VM by tests/gitops/harness).
 
 Needs the pinned helm binary (hack/build.sh); no cluster.
 """
@@ -16,12 +16,12 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-import lupa
 import pytest
 import yaml
 from pydantic.alias_generators import to_camel
 
 from clusterkit import REPO, bindir
+from gitopskit import argocd_health
 from pss import check_restricted
 from secureai.api import Policy
 from secureai.cli.main import build_parser
@@ -590,12 +590,10 @@ def cr(kind: str, phase: str | None, ready: str = "False", message: str = "", **
 
 
 def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    script = (CHART / "argocd" / f"{kind.lower()}-health.lua").read_text()
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    # Argo CD hands the object to the script as the global `obj` (JSON -> Lua tables)
-    lua.globals().obj = lua.table_from(json.loads(json.dumps(obj)), recursive=True)
-    hs = lua.execute(script)
-    return str(hs["status"]), str(hs["message"] or "")
+    # in Argo CD's own Lua VM (tests/gitops/harness: gopher-lua, Argo CD's libraries)
+    (hs,) = argocd_health(kind, [obj])
+    assert "error" not in hs, hs
+    return str(hs["status"]), str(hs.get("message") or "")
 
 
 STJ, SIS = "SecureTrainingJob", "SecureInferenceService"

@@ -1,6 +1,9 @@
 -- Argo CD health of a secureai.dev SecureInferenceService, from status.phase and
 -- status.conditions. Phases: Pending, Running, Ready, Succeeded, Failed, Rejected, Degraded.
+-- Argo CD runs it in gopher-lua (Lua 5.1) with only the base, table and package libraries:
+-- no string, math or os here (tests/gitops runs it the same way).
 local hs = {}
+local fallback = {Failed = "the service failed", Degraded = "the service is degraded"}
 
 local function condition(ctype)
   if obj.status == nil or obj.status.conditions == nil then
@@ -45,7 +48,7 @@ if phase == "Rejected" then
 end
 if phase == "Failed" or phase == "Degraded" then
   hs.status = "Degraded"
-  hs.message = text(ready, "the service " .. string.lower(phase))
+  hs.message = text(ready, fallback[phase])
   return hs
 end
 

@@ -151,6 +151,8 @@ def _children(node: Schema, path: str, defs: Schema, defaults: Any) -> Iterator[
 def _default(node: Schema, name: str, defaults: Any) -> str | None:
     if isinstance(defaults, dict) and name in defaults:
         value = defaults[name]
+        if value is None:
+            return "`null`"  # a policy setting that is off unless set
     elif "default" in node:
         value = node["default"]
     else:

@@ -8,14 +8,24 @@ from pydantic import Field
 
 from secureai.api.base import Model
 
-CONDITION_TYPES = ("Ready", "Isolated", "Hardened", "Encrypted", "Placed", "Drift")
+# Ready, plus kstatus's Stalled (terminal failure) and Reconciling (work in flight).
+CONDITION_TYPES = (
+    "Ready",
+    "Stalled",
+    "Reconciling",
+    "Isolated",
+    "Hardened",
+    "Encrypted",
+    "Placed",
+    "Drift",
+)
 Phase = Literal["Pending", "Running", "Ready", "Succeeded", "Failed", "Rejected", "Degraded"]
 
 
 class Condition(Model):
     """A standard Kubernetes condition."""
 
-    type: str = Field(description="Ready, Isolated, Hardened, Encrypted, Placed or Drift.")
+    type: str = Field(description=", ".join(CONDITION_TYPES[:-1]) + " or Drift.")
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: str = Field(description="CamelCase machine-readable reason.")
     message: str = Field(default="", description="Human-readable detail.")
@@ -79,7 +89,11 @@ class WorkloadStatus(Model):
     """Observed state of a secureai workload."""
 
     phase: Phase | None = Field(default=None, description="Lifecycle phase.")
-    observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
+    observed_generation: int | None = Field(
+        default=None,
+        description="Generation last reconciled; 0 (a schema default) until the first one, so "
+        "that kstatus never reads a new workload as Current.",
+    )
     gpus: int | None = Field(default=None, description="GPUs requested across all pods.")
     ready_replicas: int | None = Field(default=None, description="Ready pods (inference).")
     conditions: list[Condition] | None = Field(default=None, description="Conditions.")

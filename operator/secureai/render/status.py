@@ -9,6 +9,9 @@ from typing import Any
 from secureai.api import Policy, SecureTrainingJob, Workload
 from secureai.render.validate import image_digest
 
+# Phases that stay until the spec changes (or, for Degraded, until what it names is fixed).
+STALLED_PHASES = ("Failed", "Degraded", "Rejected")
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -51,6 +54,32 @@ def _condition(
         "observedGeneration": generation,
         "lastTransitionTime": since,
     }
+
+
+def _progress(
+    prev: dict[str, dict[str, Any]],
+    phase: str,
+    ready: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """kstatus's abnormal-true pair: Stalled=True for a terminal failure (kstatus: Failed),
+    Reconciling=True while work is in flight (InProgress); both False once it is done."""
+    if phase in STALLED_PHASES:
+        stalled = ("True", reason, message)
+        reconciling = ("False", reason, "stopped: " + message)
+    elif ready != "True":
+        stalled = ("False", "Progressing", "")
+        reconciling = ("True", reason, message)
+    else:
+        stalled = ("False", "Progressing", "")
+        reconciling = ("False", "Reconciled", f"generation {generation} reconciled")
+    return [
+        _condition(prev, "Stalled", *stalled, generation, now),
+        _condition(prev, "Reconciling", *reconciling, generation, now),
+    ]
 
 
 def _find(obs: Observed, kind: str, name: str) -> dict[str, Any]:
@@ -117,6 +146,7 @@ def compute_status(
     gpu = cr.spec.gpu
     workers = cr.spec.workers if isinstance(cr, SecureTrainingJob) else cr.spec.replicas
     conditions = [_condition(prev, "Ready", ready, reason, message, gen, now)]
+    conditions += _progress(prev, phase, ready, reason, message, gen, now)
     if obs.isolation is not None:
         conditions.append(_condition(prev, "Isolated", *obs.isolation, gen, now))
     elif obs.foreign_policies:
@@ -208,6 +238,7 @@ def rejected_status(
     """Status of a spec that breaks policy or schema: nothing is created."""
     prev = {c["type"]: c for c in (previous or {}).get("conditions") or []}
     conditions = [_condition(prev, "Ready", "False", "Rejected", message, cr_generation, now)]
+    conditions += _progress(prev, "Rejected", "False", "Rejected", message, cr_generation, now)
     for kind in ("Isolated", "Hardened", "Encrypted", "Placed", "Drift"):
         if kind in prev:
             conditions.append(prev[kind])
