@@ -438,3 +438,21 @@ def test_interrupted_commit_is_rolled_back_by_the_next_run(
     assert sorted(n for n in os.listdir(dst) if not n.endswith(PARTIAL_SUFFIX)) == ["f0", "f1"]
     assert decrypt_dir(tmp_path / "enc", dst, KEK) == (3, 300)
     assert sorted(os.listdir(dst)) == ["f0", "f1", "f2"]
+
+
+def test_rekey_of_one_file_is_resumable_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, keyfile: Path
+) -> None:
+    (tmp_path / "p").write_bytes(_data(700))
+    encrypt_file(tmp_path / "p", tmp_path / "e", KEK, chunk_size=CS)
+    new = tmp_path / "new"
+    new.write_bytes(b"hex:" + NEW_KEK.hex().encode() + b"\n")
+    args = ["dataset", "rekey", "--key", str(keyfile), "--new-key", str(new), str(tmp_path / "e")]
+    assert main(args) == 0
+    assert '"rotated": 1' in capsys.readouterr().out
+    assert main(args) == 0  # the rerun after an interruption past the rename: nothing to do
+    assert '"skipped": 1' in capsys.readouterr().out
+    blob = (tmp_path / "e").read_bytes()
+    (tmp_path / "e").write_bytes(blob[:-1])
+    assert main(args) == 2
+    assert "truncated" in capsys.readouterr().err

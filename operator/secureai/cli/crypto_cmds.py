@@ -32,7 +32,7 @@ from secureai.crypto import (
     kek_id,
     load_kek,
     reencrypt_dir,
-    reencrypt_file,
+    rekey_in_place,
     sign_model,
     verify_model,
 )
@@ -195,8 +195,8 @@ def _dataset_rekey(args: argparse.Namespace) -> int:
     if path.is_dir():
         rotated, skipped = reencrypt_dir(path, old, new, chunk_size=chunk)
     elif path.is_file():
-        reencrypt_file(path, path, old, new, chunk_size=chunk)
-        rotated, skipped = 1, 0
+        done = rekey_in_place(path, old, new, chunk_size=chunk)
+        rotated, skipped = int(done), int(not done)
     else:
         raise CommandError(f"not found: {path}")
     _emit({"path": str(path), "rotated": rotated, "skipped": skipped, "kek_id": kek_id(new)})

@@ -50,6 +50,7 @@ from secureai.crypto.envelope import (
     reencrypt_dir,
     reencrypt_file,
     reencrypt_stream,
+    rekey_in_place,
     remove_leftovers,
 )
 from secureai.crypto.signing import (
@@ -108,6 +109,7 @@ __all__ = [
     "reencrypt_dir",
     "reencrypt_file",
     "reencrypt_stream",
+    "rekey_in_place",
     "remove_leftovers",
     "rotate",
     "service_dns_names",

@@ -73,6 +73,7 @@ __all__ = [
     "reencrypt_dir",
     "reencrypt_file",
     "reencrypt_stream",
+    "rekey_in_place",
     "remove_leftovers",
 ]
 
@@ -901,16 +902,30 @@ def reencrypt_dir(
         dirnames[:] = [d for d in dirnames if not _is_partial(d)]
     rotated = skipped = 0
     for rel in list(_walk_files(root)):
-        path = root / rel
         try:
-            with path.open("rb") as fh:
-                current = read_header(fh).kek_id
-            if current == new_id:
-                _authenticate(path, new_kek)
-                skipped += 1
-                continue
-            reencrypt_file(path, path, old_kek, new_kek, chunk_size=chunk_size)
+            done = rekey_in_place(root / rel, old_kek, new_kek, chunk_size=chunk_size, _id=new_id)
         except EnvelopeError as exc:
             raise type(exc)(f"{rel}: {exc}") from None
-        rotated += 1
+        rotated += done
+        skipped += not done
     return rotated, skipped
+
+
+def rekey_in_place(
+    path: str | os.PathLike[str],
+    old_kek: bytes,
+    new_kek: bytes,
+    *,
+    chunk_size: int | None = None,
+    _id: str | None = None,
+) -> bool:
+    """Rotate one envelope in place; False (skipped) if it already fully authenticates under
+    ``new_kek``, so rerunning an interrupted rotation converges."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        current = read_header(fh).kek_id
+    if current == (_id or kek_id(new_kek)):
+        _authenticate(path, new_kek)
+        return False
+    reencrypt_file(path, path, old_kek, new_kek, chunk_size=chunk_size)
+    return True
