@@ -245,6 +245,33 @@ class Upstream:
             self.seen[request.headers.get("X-Probe", "")] = await request.read()
             return web.json_response({"ok": True})
 
+        async def replay(request: web.Request) -> web.StreamResponse:
+            """Send the posted text back in the transport named by ?as=."""
+            text = (await request.read()).decode()
+            how = request.query.get("as", "json")
+            if how == "json":
+                return web.json_response({"choices": [{"message": {"content": text}}]})
+            ctype = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}.get(
+                how, "text/plain"
+            )
+            resp = web.StreamResponse(headers={"Content-Type": ctype})
+            await resp.prepare(request)
+            for i in range(0, len(text), 2):
+                piece = text[i : i + 2]
+                if how == "sse":
+                    await resp.write(_sse_chunk(piece))
+                elif how == "ndjson":
+                    line = {"model": "m", "response": piece, "done": False}
+                    await resp.write(json.dumps(line).encode() + b"\n")
+                else:
+                    await resp.write(piece.encode())
+            if how == "sse":
+                await resp.write(_sse_chunk(None, "stop") + b"data: [DONE]\n\n")
+            elif how == "ndjson":
+                await resp.write(b'{"model": "m", "response": "", "done": true}\n')
+            await resp.write_eof()
+            return resp
+
         async def binary(_: web.Request) -> web.Response:
             return web.Response(
                 body=b"\x00\x01" + SECRET_TEXT.encode(), content_type="application/octet-stream"
@@ -287,6 +314,7 @@ class Upstream:
         app.router.add_get("/hold", hold)
         app.router.add_get("/ok", ok)
         app.router.add_post("/record", record)
+        app.router.add_post("/replay", replay)
         app.router.add_get("/binary", binary)
         app.router.add_get("/v2/models/m/infer", binary)
         app.router.add_get("/mislabelled", mislabelled)
