@@ -12,6 +12,8 @@ covered by dedicated regression tests, not by these strategies.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -131,8 +133,9 @@ def memories() -> st.SearchStrategy[str]:
 
 @cache
 def cidrs() -> st.SearchStrategy[str]:
+    # canonical networks: the API server refuses bits set beyond the prefix length
     v4 = st.builds(
-        lambda a, b, prefix: f"{a}.{b}.0.0/{prefix}",
+        lambda a, b, prefix: str(ipaddress.ip_network(f"{a}.{b}.0.0/{prefix}", strict=False)),
         st.integers(1, 223),
         st.integers(0, 255),
         st.integers(8, 16),
@@ -141,6 +144,15 @@ def cidrs() -> st.SearchStrategy[str]:
         lambda w, prefix: f"fd{w:02x}::/{prefix}", st.integers(0, 255), st.integers(16, 64)
     )
     return st.one_of(v4, v6)
+
+
+@st.composite
+def carve_outs(draw: st.DrawFn, cidr: str) -> list[str]:
+    """`except` blocks: each strictly inside `cidr`, as NetworkPolicy requires."""
+    net = ipaddress.ip_network(cidr)
+    longer = draw(st.integers(net.prefixlen + 1, min(net.prefixlen + 8, net.max_prefixlen)))
+    subnets = list(itertools.islice(net.subnets(new_prefix=longer), 256))
+    return draw(st.lists(st.sampled_from(subnets).map(str), min_size=1, max_size=2, unique=True))
 
 
 @cache
@@ -170,7 +182,7 @@ def network_peers(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         peer = {"cidr": draw(cidrs())}
         if draw(st.booleans()):
-            peer["except"] = draw(st.lists(cidrs(), min_size=1, max_size=2))
+            peer["except"] = draw(carve_outs(peer["cidr"]))
     else:
         peer = {}
         choice = draw(st.sampled_from(["ns", "pod", "both"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -14,12 +15,37 @@ from secureai.api.status import WorkloadStatus
 _DROPPED_KEYS = {"title", "default", "$defs"}
 
 
+def _key_rule(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A map's key constraints (JSON Schema `patternProperties`/`propertyNames`, which
+    structural schemas lack) as one CEL rule on the map, and its values as
+    `additionalProperties`."""
+    node = dict(node)
+    keys = _resolve(node.pop("propertyNames", {}), defs)
+    ((pattern, values),) = node.pop("patternProperties", {}).items()
+    checks = [f"k.matches(r'{pattern}')"]
+    if "maxLength" in keys:
+        checks.append(f"k.size() <= {keys['maxLength']}")
+    checks += [
+        re.sub(r"\bself\b", "k", entry["rule"])
+        for entry in keys.get("x-kubernetes-validations") or []
+    ]
+    rule = {
+        "rule": f"self.all(k, {' && '.join(checks)})",
+        "message": "every key must be " + keys.get("description", f"matched by {pattern}"),
+    }
+    node["additionalProperties"] = values
+    node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), rule]
+    return node
+
+
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     """Inline `$ref`s and turn JSON Schema into a structural OpenAPI v3 schema."""
     if isinstance(node, list):
         return [_resolve(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
+    if "patternProperties" in node:
+        node = _key_rule(node, defs)
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
@@ -62,6 +88,10 @@ def _status_schema() -> dict[str, Any]:
     conditions = schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
+    # Present from the first read, before the operator acts: kstatus then sees generation 1 not
+    # yet observed (InProgress) instead of a status-less object (Current).
+    schema["default"] = {}
+    schema["properties"]["observedGeneration"]["default"] = 0
     return schema
 
 

@@ -11,7 +11,10 @@ def one_line(exc: ValidationError) -> str:
     for err in exc.errors():
         path = ""
         for loc in err["loc"]:
-            path += f"[{loc}]" if isinstance(loc, int) else (f".{loc}" if path else str(loc))
+            if loc == "[key]":
+                path += " (key)"
+            else:
+                path += f"[{loc}]" if isinstance(loc, int) else (f".{loc}" if path else str(loc))
         msg = err["msg"].replace("\n", " ")
         parts.append(f"{path or '(document)'}: {msg}")
     return "; ".join(parts)

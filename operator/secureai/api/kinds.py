@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
 from secureai.api.base import DNS_LABEL_PATTERN, QUANTITY_PATTERN, Model, cel
 from secureai.api.status import WorkloadStatus
+from secureai.api.validation import INT32_MAX, DnsSubdomain, PositiveQuantity, RelativePath
 from secureai.api.workload import WorkloadSpec
 
 PATH_PATTERN = r"^/[^:]*$"
@@ -16,9 +17,7 @@ PATH_PATTERN = r"^/[^:]*$"
 class Dataset(Model):
     """An existing PersistentVolumeClaim, mounted read-only."""
 
-    claim_name: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=253, description="Name of the existing PVC."
-    )
+    claim_name: DnsSubdomain = Field(description="Name of the existing PVC.")
     mount_path: str | None = Field(
         default=None,
         pattern=PATH_PATTERN,
@@ -29,10 +28,8 @@ class Dataset(Model):
         description="The files are secureai envelopes; an init container decrypts them into "
         "a memory-backed volume so plaintext never touches disk.",
     )
-    key_secret: str | None = Field(
+    key_secret: DnsSubdomain | None = Field(
         default=None,
-        pattern=DNS_LABEL_PATTERN,
-        max_length=253,
         description="Secret holding the key-encryption key (key `kek`). Required when encrypted.",
     )
     decrypted_size_limit: str | None = Field(
@@ -45,10 +42,9 @@ class Dataset(Model):
 class Output(Model):
     """An output PVC that the operator creates on an encrypted StorageClass."""
 
-    size: str = Field(pattern=QUANTITY_PATTERN, description="Requested capacity, e.g. `100Gi`.")
-    storage_class_name: str | None = Field(
+    size: PositiveQuantity = Field(description="Requested capacity, e.g. `100Gi`.")
+    storage_class_name: DnsSubdomain | None = Field(
         default=None,
-        max_length=253,
         description="An encrypted StorageClass from policy. Omitted: the first one in policy.",
     )
     mount_path: str | None = Field(
@@ -69,7 +65,10 @@ class Retention(Model):
     """What happens after the job finishes."""
 
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the finished Job (and its pods) after this time."
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description="Delete the finished Job (and its pods) after this time.",
     )
     keep_output: bool = Field(
         default=True,
@@ -128,15 +127,11 @@ class SecureTrainingJobSpec(WorkloadSpec):
 class ModelSource(Model):
     """The model files and the key that must have signed them."""
 
-    claim_name: str = Field(
-        pattern=DNS_LABEL_PATTERN, max_length=253, description="PVC that holds the model."
+    claim_name: DnsSubdomain = Field(description="PVC that holds the model.")
+    sub_path: RelativePath | None = Field(
+        default=None, description="Directory of the model inside the PVC (a relative path)."
     )
-    sub_path: str | None = Field(
-        default=None, max_length=253, description="Directory of the model inside the PVC."
-    )
-    signer_key_config_map: str = Field(
-        pattern=DNS_LABEL_PATTERN,
-        max_length=253,
+    signer_key_config_map: DnsSubdomain = Field(
         description="ConfigMap with the signer's public key (PEM, key `signer.pub`).",
     )
     bundle_file: str | None = Field(
@@ -163,10 +158,8 @@ class Tls(Model):
     mode: Literal["OperatorCA", "Secret"] = Field(
         default="OperatorCA", description="Who issues the serving certificate."
     )
-    secret_name: str | None = Field(
+    secret_name: DnsSubdomain | None = Field(
         default=None,
-        pattern=DNS_LABEL_PATTERN,
-        max_length=253,
         description="A kubernetes.io/tls Secret, with mode Secret.",
     )
 
@@ -221,17 +214,19 @@ class Guard(Model):
         default=None, gt=0, le=3600, description="Model server timeout (504; default 30)."
     )
     redaction: Redaction | None = Field(default=None, description="Output redaction.")
-    deny_patterns: list[str] | None = Field(
+    deny_patterns: list[Annotated[str, Field(min_length=1, max_length=1024)]] | None = Field(
         default=None,
         max_length=64,
         description="Request regexes answered with 400: a heuristic, not a defence.",
     )
-    allow_uninspectable_paths: list[str] | None = Field(
-        default=None,
-        max_length=64,
-        description="Request paths (shell-style globs such as /v2/models/*/infer) whose "
-        "responses may pass uninspected (binary tensors, images). Any other response the guard "
-        "cannot inspect is refused with 502.",
+    allow_uninspectable_paths: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = (
+        Field(
+            default=None,
+            max_length=64,
+            description="Request paths (shell-style globs such as /v2/models/*/infer) whose "
+            "responses may pass uninspected (binary tensors, images). Any other response the guard "
+            "cannot inspect is refused with 502.",
+        )
     )
 
 

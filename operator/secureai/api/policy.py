@@ -15,8 +15,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from secureai.api.base import Model
+from secureai.api.base import DNS_LABEL_PATTERN, Model
 from secureai.api.kinds import PersonalDataType
+from secureai.api.validation import DnsSubdomain, LabelKey, Labels, LabelValue
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
@@ -27,9 +28,9 @@ K8S_MIN_TOKEN_SECONDS = 600
 class Toleration(Model):
     """A pod toleration."""
 
-    key: str | None = Field(default=None, description="Taint key.")
+    key: LabelKey | None = Field(default=None, description="Taint key.")
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
-    value: str | None = Field(default=None, description="Taint value (with Equal).")
+    value: LabelValue | None = Field(default=None, description="Taint value (with Equal).")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect."
     )
@@ -38,7 +39,7 @@ class Toleration(Model):
 class GpuPool(Model):
     """Where a pool's pods go."""
 
-    node_selector: dict[str, str] = Field(
+    node_selector: Labels = Field(
         default_factory=dict, description="Node labels the pool's pods require."
     )
     tolerations: list[Toleration] = Field(
@@ -65,11 +66,16 @@ class TokenPolicy(Model):
 class DnsTarget(Model):
     """Where DNS egress may go."""
 
-    namespace: str = Field(default="kube-system", description="Namespace of the DNS pods.")
-    pod_selector: dict[str, str] = Field(
+    namespace: str = Field(
+        default="kube-system",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Namespace of the DNS pods.",
+    )
+    pod_selector: Labels = Field(
         default_factory=lambda: {"k8s-app": "kube-dns"}, description="Labels of the DNS pods."
     )
-    port: int = Field(default=53, description="DNS port (UDP and TCP).")
+    port: int = Field(default=53, ge=1, le=65535, description="DNS port (UDP and TCP).")
 
 
 def _every_personal_data_type() -> list[PersonalDataType]:
@@ -90,7 +96,7 @@ class Policy(BaseSettings):
         default_factory=list, description="Image registries (host[/path] prefixes) allowed."
     )
     require_digest: bool = Field(default=True, description="Images must be pinned by digest.")
-    encrypted_storage_classes: list[str] = Field(
+    encrypted_storage_classes: list[DnsSubdomain] = Field(
         default_factory=lambda: ["encrypted-ssd"],
         description="The only StorageClasses PVCs may use.",
     )

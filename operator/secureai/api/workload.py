@@ -7,6 +7,10 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from secureai.api.base import DNS_LABEL_PATTERN, QUANTITY_PATTERN, Model, cel
+from secureai.api.validation import Cidr, DnsSubdomain, Labels, LabelValue, label_map
+
+# The API server's limit of a projected token's lifetime (2^32 s).
+MAX_TOKEN_SECONDS = 2**32
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -50,9 +54,8 @@ class Gpu(Model):
     count: int = Field(
         default=0, ge=0, le=64, description="NVIDIA GPUs for each pod (`nvidia.com/gpu` limit)."
     )
-    product: str | None = Field(
+    product: LabelValue | None = Field(
         default=None,
-        max_length=128,
         description="Required `nvidia.com/gpu.product` node label, e.g. `NVIDIA-H100-80GB-HBM3`.",
     )
     pool: str | None = Field(
@@ -81,25 +84,30 @@ class NetworkPeer(Model):
                     "set either cidr, or namespaceSelector and/or podSelector",
                 ),
                 cel("!has(self.except) || has(self.cidr)", "except needs cidr"),
+                cel(
+                    "!has(self.except) || !has(self.cidr) || !isCIDR(self.cidr) || "
+                    "self.except.all(e, !isCIDR(e) || (cidr(self.cidr).containsCIDR(e) && "
+                    "cidr(e).prefixLength() > cidr(self.cidr).prefixLength()))",
+                    "every except must be a strict subset of cidr",
+                ),
             ]
         }
     )
 
-    cidr: str | None = Field(
-        default=None, max_length=64, description="IP block in CIDR notation, e.g. `10.0.0.0/8`."
+    cidr: Cidr | None = Field(
+        default=None, description="IP block in CIDR notation, e.g. `10.0.0.0/8`."
     )
-    except_: list[str] | None = Field(
+    except_: list[Cidr] | None = Field(
         default=None,
         alias="except",
         max_length=32,
-        description="CIDRs carved out of `cidr`.",
+        description="CIDRs carved out of `cidr`: each strictly inside it.",
     )
-    namespace_selector: dict[str, str] | None = Field(
-        default=None,
-        description="Labels of the peer namespaces (matchLabels). Omitted: this namespace.",
+    namespace_selector: Labels | None = label_map(
+        "Labels of the peer namespaces (matchLabels). Omitted: this namespace."
     )
-    pod_selector: dict[str, str] | None = Field(
-        default=None, description="Labels of the peer pods (matchLabels). Omitted: all pods."
+    pod_selector: Labels | None = label_map(
+        "Labels of the peer pods (matchLabels). Omitted: all pods."
     )
     ports: list[Port] | None = Field(
         default=None,
@@ -136,6 +144,7 @@ class ProjectedToken(Model):
     expiration_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_TOKEN_SECONDS,
         description="Token lifetime; policy bounds apply. Omitted: the policy default.",
     )
 
@@ -151,6 +160,7 @@ class Identity(Model):
     expiration_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_TOKEN_SECONDS,
         description="Lifetime of the default token. Omitted: the policy default (600 s).",
     )
     tokens: list[ProjectedToken] | None = Field(
@@ -161,7 +171,7 @@ class Identity(Model):
 class SecretMount(Model):
     """A Secret mounted read-only as files (never as environment variables)."""
 
-    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=253, description="Name of the Secret.")
+    name: DnsSubdomain = Field(description="Name of the Secret.")
     mount_path: str | None = Field(
         default=None,
         pattern=r"^/[^:]*$",
@@ -175,6 +185,7 @@ class WorkloadSpec(Model):
     image: str = Field(
         min_length=1,
         max_length=512,
+        pattern=r"^\S+$",
         description="Container image, pinned by digest (`registry/repo@sha256:<64 hex>`).",
     )
     command: list[str] | None = Field(default=None, description="Entrypoint override.")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
 from secureai.api import Policy, SecureInferenceService, SecureTrainingJob, Workload
 from secureai.api.policy import K8S_MIN_TOKEN_SECONDS
+from secureai.api.validation import strict_subset
 from secureai.api.workload import NetworkPeer
 from secureai.render.inference import (
     GUARD_METRICS_PORT,
@@ -84,14 +84,14 @@ def _check_token(field: str, seconds: int | None, policy: Policy) -> list[Violat
 def _check_peers(field: str, peers: list[NetworkPeer] | None) -> list[Violation]:
     out = []
     for i, peer in enumerate(peers or []):
-        for j, cidr in enumerate([peer.cidr, *(peer.except_ or [])]):
-            if cidr is None:
-                continue
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                where = f"{field}[{i}].cidr" if j == 0 else f"{field}[{i}].except[{j - 1}]"
-                out.append(Violation(where, f"{cidr!r} is not a valid CIDR"))
+        for j, carved in enumerate(peer.except_ or [] if peer.cidr else []):
+            if not strict_subset(carved, peer.cidr or ""):
+                out.append(
+                    Violation(
+                        f"{field}[{i}].except[{j}]",
+                        f"{carved!r} is not a strict subset of cidr {peer.cidr!r}",
+                    )
+                )
         if peer.cidr is None and peer.namespace_selector is None and peer.pod_selector is None:
             out.append(Violation(f"{field}[{i}]", "set cidr or a namespace/pod selector"))
         if peer.cidr is None and peer.except_:
