@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -51,10 +52,7 @@ GROUPS = {
             "crypto",
             ("crypto/*.py",),
             (
-                "tests/unit/test_crypto_envelope.py",
-                "tests/unit/test_crypto_signing.py",
-                "tests/unit/test_crypto_ca.py",
-                "tests/unit/test_crypto_cli.py",
+                "tests/unit/test_crypto_*.py",
                 "tests/unit/test_review_findings.py",
             ),
             0.90,
@@ -211,6 +209,7 @@ def run_group(
     worktree: bool,
     extra_patterns: tuple[str, ...] = (),
 ) -> dict[str, object]:
+    started = time.monotonic()
     workdir = root / group.name
     _prepare(workdir, group, worktree)
     patterns = list(group.sample) if sample else list(extra_patterns)
@@ -234,6 +233,7 @@ def run_group(
         "score": (len(killed) / total) if total else None,
         "target": group.target,
         "log": str(workdir / "mutmut.log"),
+        "seconds": round(time.monotonic() - started),
     }
 
 
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(survived, list)
         print(
             f"{name:<11} killed {summary['killed']:>4}  survived {len(survived):>4}  "
-            f"score {shown:>6}  target {GROUPS[name].target:.0%}",
+            f"score {shown:>6}  target {GROUPS[name].target:.0%}  {summary['seconds']} s",
             flush=True,
         )
         for mutant in survived:

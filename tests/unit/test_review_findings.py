@@ -127,3 +127,73 @@ def test_existing_destination_is_left_intact(
     assert "already exists" in err
     assert dst.read_bytes() == kept
     assert dst.stat().st_mode & 0o777 == 0o640
+
+
+# --- from crypto mutants that survived the sampled mutation run (docs/testing.md) ----------
+
+
+def test_a_wrong_length_kek_is_refused_with_its_reason() -> None:
+    with pytest.raises(envelope.InvalidKeyError) as err:
+        envelope.encrypt_stream(io.BytesIO(b"x"), io.BytesIO(), b"k" * 16)
+    assert str(err.value) == "KEK must be exactly 32 bytes (use load_kek to decode base64 or hex)"
+
+
+def test_bare_hex_key_is_refused_with_the_prefix_hint() -> None:
+    with pytest.raises(envelope.InvalidKeyError) as err:
+        envelope.load_kek(KEK.hex().encode() + b"\n")
+    assert "hex text needs the 'hex:' prefix" in str(err.value)
+    assert KEK.hex() not in str(err.value)  # never echoes key material
+
+
+def test_a_header_cut_right_after_its_fixed_part_reports_what_it_can_read() -> None:
+    """Exactly the fixed part (magic, version, algorithm, chunk size) of a version-2 file: the
+    version is readable, so that is the error, not "truncated"."""
+    fixed = envelope._FIXED.pack(envelope.MAGIC, 2, envelope.ALG_AES256GCM_STREAM_KW, 1024)
+    with pytest.raises(envelope.UnsupportedVersionError):
+        envelope.read_header(io.BytesIO(fixed))
+    with pytest.raises(envelope.TruncatedError):
+        envelope.read_header(io.BytesIO(fixed[:-1]))
+
+
+def test_decrypting_reader_keeps_returning_nothing_after_the_end() -> None:
+    reader = envelope.DecryptingReader(io.BytesIO(_encrypt(PLAINTEXT)), KEK)
+    buf = bytearray(4096)
+    got = b""
+    while n := reader.readinto(buf):
+        got += bytes(buf[:n])
+    assert got == PLAINTEXT
+    assert reader.readinto(buf) == 0
+    assert reader.readinto(buf) == 0
+
+
+def test_the_bundle_is_written_through_a_temporary_file_beside_it(
+    twin_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Atomic publication needs the temporary file in the destination's directory (a rename
+    across file systems is a copy, or fails)."""
+    import tempfile  # noqa: PLC0415 - spied on below
+
+    dirs: list[str | None] = []
+    real = tempfile.mkstemp
+
+    def spy(*args: object, **kw: object) -> tuple[int, str]:
+        dirs.append(kw.get("dir"))  # type: ignore[arg-type]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    signed = sign_model(twin_model, generate_signing_key().private_key_pem)
+    assert dirs and all(Path(str(d)) == signed.bundle_path.parent for d in dirs)
+
+
+def test_an_encrypted_private_key_asks_for_its_password(twin_model: Path) -> None:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    with pytest.raises(SignatureError) as err:
+        sign_model(twin_model, pem)
+    assert str(err.value) == "private key is encrypted: a password is required"
