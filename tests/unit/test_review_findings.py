@@ -197,3 +197,47 @@ def test_an_encrypted_private_key_asks_for_its_password(twin_model: Path) -> Non
     with pytest.raises(SignatureError) as err:
         sign_model(twin_model, pem)
     assert str(err.value) == "private key is encrypted: a password is required"
+
+
+def _fixed(version: int = envelope.VERSION, alg: int = 1, chunk: int = 1024) -> bytes:
+    return envelope._FIXED.pack(envelope.MAGIC, version, alg, chunk)
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        (b"", envelope.EnvelopeFormatError, "not a secureai envelope (bad magic)"),
+        (envelope.MAGIC[:-1], envelope.EnvelopeFormatError, "not a secureai envelope (bad magic)"),
+        (b"x" * 100, envelope.EnvelopeFormatError, "not a secureai envelope (bad magic)"),
+        (envelope.MAGIC, envelope.TruncatedError, "envelope truncated inside its header"),
+        (_fixed()[:-1], envelope.TruncatedError, "envelope truncated inside its header"),
+        (_fixed(), envelope.TruncatedError, "envelope truncated inside its header"),
+        (_fixed(alg=9) + bytes(80), envelope.EnvelopeFormatError,
+         "unsupported envelope algorithm 9"),
+        (
+            _fixed(chunk=envelope.MAX_CHUNK_SIZE + 1) + bytes(80),
+            envelope.HeaderTamperedError,
+            f"envelope header is corrupt (chunk size {envelope.MAX_CHUNK_SIZE + 1})",
+        ),
+        (
+            _fixed(chunk=envelope.MIN_CHUNK_SIZE - 1) + bytes(80),
+            envelope.HeaderTamperedError,
+            f"envelope header is corrupt (chunk size {envelope.MIN_CHUNK_SIZE - 1})",
+        ),
+    ],
+    ids=["empty", "short-magic", "not-magic", "magic-only", "fixed-cut", "fixed-only",
+         "algorithm", "chunk-too-large", "chunk-too-small"],
+)  # fmt: skip
+def test_each_header_defect_has_its_own_error(
+    raw: bytes, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as err:
+        envelope.read_header(io.BytesIO(raw))
+    assert type(err.value) is error
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("chunk", [envelope.MIN_CHUNK_SIZE, envelope.MAX_CHUNK_SIZE])
+def test_the_chunk_size_bounds_are_inclusive(chunk: int) -> None:
+    info = envelope.read_header(io.BytesIO(_fixed(chunk=chunk) + bytes(envelope.HEADER_SIZE)))
+    assert info.chunk_size == chunk
