@@ -59,7 +59,7 @@ GROUPS = {
             ),
             0.90,
             ("*.envelope.x__parse_header__mutmut_*", "*.envelope.x__check_kek__mutmut_*"),
-            ("tests/unit/test_review_findings.py", "tests/unit/test_crypto_envelope.py"),
+            ("tests/unit/test_review_findings.py",),
         ),
         Group(
             "drift",

@@ -112,3 +112,18 @@ def test_cluster_owned_fields_are_kept_from_live() -> None:
             assert body["spec"][path[-1]] == live["spec"][path[-1]]
     assert "ipFamilyPolicy" not in body["spec"]  # absent live: not invented
     assert desired["spec"] == {"ports": [{"port": 443}], "selector": {"app": "web"}}
+
+
+def test_the_revert_body_shares_nothing_with_live() -> None:
+    """The reconciler keeps live copies; a body that aliased them would corrupt the cache
+    when it is edited before sending. (Unrendered live labels are still shared: reported.)"""
+    desired = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {}}
+    live = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "labels": {"a": "b"}},
+        "spec": {"clusterIPs": ["10.96.0.10"]},
+    }
+    body = repaired(desired, live)
+    body["spec"]["clusterIPs"].append("fd00::10")
+    assert live["spec"]["clusterIPs"] == ["10.96.0.10"]
