@@ -117,13 +117,15 @@ def test_cluster_owned_fields_are_kept_from_live() -> None:
 def test_the_revert_body_shares_nothing_with_live() -> None:
     """The reconciler keeps live copies; a body that aliased them would corrupt the cache
     when it is edited before sending. (Unrendered live labels are still shared: reported.)"""
-    desired = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {}}
+    desired = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {}}
+    selector = {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}}
     live = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "s", "labels": {"a": "b"}},
-        "spec": {"clusterIPs": ["10.96.0.10"]},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {"selector": copy.deepcopy(selector)},
     }
     body = repaired(desired, live)
-    body["spec"]["clusterIPs"].append("fd00::10")
-    assert live["spec"]["clusterIPs"] == ["10.96.0.10"]
+    assert body["spec"]["selector"] == selector
+    body["spec"]["selector"]["matchLabels"]["tampered"] = "yes"
+    assert live["spec"]["selector"] == selector
