@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from clusterkit import Cluster, wait_for
 from operatorkit import (
     TEST_NAMESPACES,
+    TEST_POLICY,
     OperatorProcess,
     apply_yaml,
     example,
@@ -43,14 +45,23 @@ RESULTS: dict[str, Any] = {"standing": [], "refused": 0, "no-op": 0, "slow": []}
 
 
 @pytest.fixture(scope="module")
+def local_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test policy, with the examples' registry (secureai.local) allowed."""
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    registries = sorted({*TEST_POLICY["allowedRegistries"], "secureai.local"})
+    path.write_text(yaml.safe_dump({**TEST_POLICY, "allowedRegistries": registries}))
+    return path
+
+
+@pytest.fixture(scope="module")
 def fuzzed(
-    cluster: Cluster, crds: None, policy_file: Path, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, crds: None, local_policy: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Any, dict[tuple[str, str], Any]]]:
     folder = tmp_path_factory.mktemp("fuzz")
     process = OperatorProcess(
         cluster,
         operator_kubeconfig(cluster, folder / "kubeconfig"),
-        policy_file,
+        local_policy,
         folder / "operator.log",
         env_extra={"SECUREAI_RESYNC_SECONDS": "600"},  # the watch path is measured
         namespaces=TEST_NAMESPACES,

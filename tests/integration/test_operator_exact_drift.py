@@ -44,7 +44,12 @@ def remover(
     """An operator with `foreignNetworkPolicy: remove` and a resync far beyond the tests."""
     folder = tmp_path_factory.mktemp("exact")
     policy = folder / "policy.yaml"
-    policy.write_text(yaml.safe_dump({**TEST_POLICY, "foreignNetworkPolicy": "remove"}))
+    registries = sorted({*TEST_POLICY["allowedRegistries"], "secureai.local"})  # examples'
+    policy.write_text(
+        yaml.safe_dump(
+            {**TEST_POLICY, "allowedRegistries": registries, "foreignNetworkPolicy": "remove"}
+        )
+    )
     process = OperatorProcess(
         cluster,
         operator_kubeconfig(cluster, folder / "kubeconfig"),

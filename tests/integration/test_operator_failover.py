@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from clusterkit import Cluster, wait_for
 from operatorkit import (
     OPERATOR_NAMESPACE,
     TEST_NAMESPACES,
+    TEST_POLICY,
     OperatorProcess,
     apply_yaml,
     example,
@@ -36,8 +38,17 @@ TAMPER_EVERY = 0.2
 REPLICAS = 1  # inference-cpu.yaml's
 
 
+@pytest.fixture(scope="module")
+def local_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test policy, with the examples' registry (secureai.local) allowed."""
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    registries = sorted({*TEST_POLICY["allowedRegistries"], "secureai.local"})
+    path.write_text(yaml.safe_dump({**TEST_POLICY, "allowedRegistries": registries}))
+    return path
+
+
 def replica(
-    cluster: Cluster, policy_file: Path, folder: Path, tag: str, account: str
+    cluster: Cluster, local_policy: Path, folder: Path, tag: str, account: str
 ) -> OperatorProcess:
     kubeconfig = operator_kubeconfig(
         cluster, folder / f"kubeconfig-{account}", service_account=account
@@ -45,7 +56,7 @@ def replica(
     return OperatorProcess(
         cluster,
         kubeconfig,
-        policy_file,
+        local_policy,
         folder / f"operator-{tag}.log",
         env_extra={"SECUREAI_RESYNC_SECONDS": "600"},
         namespaces=TEST_NAMESPACES,
@@ -154,14 +165,14 @@ def figures(values: list[float]) -> dict[str, float]:
 def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
     cluster: Cluster,
     k8s: Any,
-    policy_file: Path,
+    local_policy: Path,
     tmp_path: Path,
     workloads: tuple[str, list[str]],
 ) -> None:
     ns, names = workloads
     replicas = [
-        replica(cluster, policy_file, tmp_path, "a0", "secureai-test-operator").start(),
-        replica(cluster, policy_file, tmp_path, "b0", "secureai-test-operator").start(),
+        replica(cluster, local_policy, tmp_path, "a0", "secureai-test-operator").start(),
+        replica(cluster, local_policy, tmp_path, "b0", "secureai-test-operator").start(),
     ]
     try:
         for name in names:
@@ -191,7 +202,7 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
                 print(f"kill {kill + 1}: take-over after {took:.2f} s")
                 replicas.append(
                     replica(
-                        cluster, policy_file, tmp_path, f"r{kill}", "secureai-test-operator"
+                        cluster, local_policy, tmp_path, f"r{kill}", "secureai-test-operator"
                     ).start()
                 )
                 assert tamperer.oldest_open() < 2.0
@@ -239,13 +250,13 @@ def audit_writes(cluster: Cluster, account: str) -> list[str]:
 def test_standby_writes_nothing_and_sigterm_hands_over_at_once(
     cluster: Cluster,
     k8s: Any,
-    policy_file: Path,
+    local_policy: Path,
     tmp_path: Path,
     workloads: tuple[str, list[str]],
 ) -> None:
     ns, names = workloads
-    leader = replica(cluster, policy_file, tmp_path, "leader", "secureai-test-operator").start()
-    standby = replica(cluster, policy_file, tmp_path, "standby", "secureai-test-standby")
+    leader = replica(cluster, local_policy, tmp_path, "leader", "secureai-test-operator").start()
+    standby = replica(cluster, local_policy, tmp_path, "standby", "secureai-test-standby")
     try:
         wait_for(lambda: leads(leader), timeout=10, description="leader")
         standby.start()

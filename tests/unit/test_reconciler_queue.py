@@ -117,6 +117,7 @@ def sizes(r: Reconciler) -> dict[str, int]:
         "namespaces": len(r.state.namespaces),
         "terminating": len(r.state.terminating),
         "status tasks": len(r._status_tasks),
+        "status again": len(r._status_again),
         "namespace locks": len(r._namespace_locks),
         "namespace versions": len(r._namespace_versions),
         **{f"queue {k}": v for k, v in r.queue.sizes().items()},

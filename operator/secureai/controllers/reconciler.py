@@ -86,6 +86,7 @@ class Reconciler:
         self.clock: Clock = clock or SystemClock()
         self.state = State()
         self._status_tasks: dict[WorkloadKey, asyncio.Task[None]] = {}
+        self._status_again: set[WorkloadKey] = set()
         self._slots = asyncio.Semaphore(RECONCILE_SLOTS)
         self._namespace_locks: dict[str, asyncio.Lock] = {}
         self._namespace_versions: dict[str, int] = {}
@@ -117,6 +118,7 @@ class Reconciler:
         if gone is not None:
             self._count_phase(gone, None)
         self.state.pods.pop(key, None)
+        self._status_again.discard(key)
         self.queue.forget(key)
         task = self._status_tasks.pop(key, None)
         if task is not None and not task.done():
@@ -198,6 +200,8 @@ class Reconciler:
         written = 0
         for batch in (first, rest):
             written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
+            if batch is first:  # own policies are in place: widening foreign ones go now
+                await self._remove_foreign(entry, self._verdict(entry))
         pruned = await self._prune(entry)
         observed = int((body.get("status") or {}).get("observedGeneration") or 0)
         if entry.reconciled_generation != generation and (
@@ -443,6 +447,7 @@ class Reconciler:
             return
         task = self._status_tasks.get(key)
         if task is not None and not task.done():
+            self._status_again.add(key)
             return
         task = self._status_tasks[key] = asyncio.create_task(self._refresh_status(key))
         task.add_done_callback(lambda t: self._status_done(key, t))
@@ -456,12 +461,17 @@ class Reconciler:
             self.queue.add_after(key, self.queue.backoff(key))
 
     async def _refresh_status(self, key: WorkloadKey) -> None:
-        await asyncio.sleep(0)
-        entry = self.state.workloads.get(key)
-        if entry is None or entry.model is None:
-            return
-        async with entry.lock:
-            await self._write_status(entry)  # a failure goes to the queue (_status_done)
+        # An event that comes while a refresh runs asks for one more, which sees it.
+        while True:
+            self._status_again.discard(key)
+            await asyncio.sleep(0)
+            entry = self.state.workloads.get(key)
+            if entry is None or entry.model is None:
+                return
+            async with entry.lock:
+                await self._write_status(entry)  # a failure goes to the queue (_status_done)
+            if key not in self._status_again:
+                return
 
     def _count_phase(self, entry: Entry, phase: str | None) -> None:
         """Move the workload between the per-phase gauges (O(1) per status write)."""
@@ -676,27 +686,7 @@ class Reconciler:
             return
         if not self.leading() or entry.reconciled_generation != entry.generation:
             return  # a reconcile in flight judges when it is done
-        verdict = self._verdict(entry)
-        if verdict.widening and self.policy.foreign_network_policy == "remove":
-            rendered = {
-                n
-                for e in self.state.in_namespace(entry.namespace)
-                for (k, n) in e.desired
-                if k == "NetworkPolicy"
-            }
-            removed = [n for n in verdict.widening if n not in rendered]
-            for name in removed:
-                await self.kube.delete("NetworkPolicy", entry.namespace, name)
-                self.state.policies.get(entry.namespace, {}).pop(name, None)
-                metrics.FOREIGN_POLICIES.labels("removed").inc()
-                self.emit(
-                    entry.body,
-                    "Warning",
-                    "ForeignNetworkPolicyRemoved",
-                    f"NetworkPolicy/{name} widened access to the workload's pods and was removed",
-                )
-            if removed:
-                verdict = self._verdict(entry)
+        verdict = await self._remove_foreign(entry, self._verdict(entry))
         if verdict == entry.isolation:
             return
         before, entry.isolation = entry.isolation, verdict
@@ -713,6 +703,29 @@ class Reconciler:
         else:
             async with entry.lock:
                 await self._write_status(entry)
+
+    async def _remove_foreign(self, entry: Entry, verdict: isolation.Verdict) -> isolation.Verdict:
+        """With `remove`: delete the policies that widen access and no workload rendered."""
+        if not verdict.widening or self.policy.foreign_network_policy != "remove":
+            return verdict
+        rendered = {
+            n
+            for e in self.state.in_namespace(entry.namespace)
+            for (k, n) in e.desired
+            if k == "NetworkPolicy"
+        }
+        removed = [n for n in verdict.widening if n not in rendered]
+        for name in removed:
+            await self.kube.delete("NetworkPolicy", entry.namespace, name)
+            self.state.policies.get(entry.namespace, {}).pop(name, None)
+            metrics.FOREIGN_POLICIES.labels("removed").inc()
+            self.emit(
+                entry.body,
+                "Warning",
+                "ForeignNetworkPolicyRemoved",
+                f"NetworkPolicy/{name} widened access to the workload's pods and was removed",
+            )
+        return self._verdict(entry) if removed else verdict
 
     # --- namespaces and foreign network policies --------------------------------------------
 
