@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -251,16 +252,45 @@ def wait_ready(cluster: Cluster, kind: str, namespace: str, name: str, timeout: 
     return wait_for(ready, timeout=timeout, description=f"{kind} {namespace}/{name} Ready")
 
 
-def events_for(cluster: Cluster, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
-    data = get_json(
-        cluster,
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={name},reason={reason}",
-    )
-    return list((data or {}).get("items") or [])
+def events_for(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    reason: str,
+    *,
+    since: datetime | None = None,
+    uid: str | None = None,
+) -> list[dict[str, Any]]:
+    """Events about `name` with `reason`. Pass `uid` (the object's metadata.uid) and `since`
+    (a UTC time taken before the action) so Events left by earlier tests, or about an earlier
+    object of the same name, do not count."""
+    selector = f"involvedObject.name={name},reason={reason}"
+    if uid is not None:
+        selector += f",involvedObject.uid={uid}"
+    data = get_json(cluster, "events", "-n", namespace, "--field-selector", selector)
+    items = list((data or {}).get("items") or [])
+    if since is not None:
+        floor = since.replace(microsecond=0)  # Event times have second precision
+        items = [e for e in items if (last_seen(e) or floor - timedelta(seconds=1)) >= floor]
+    return items
+
+
+def last_seen(event: dict[str, Any]) -> datetime | None:
+    """When an Event last happened (core/v1 or events/v1 style fields)."""
+    for stamp in (
+        (event.get("series") or {}).get("lastObservedTime"),
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        if stamp:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def model_prereqs(cluster: Cluster, namespace: str, claims: list[str]) -> None:
@@ -306,6 +336,30 @@ def operator_writes(cluster: Cluster, namespace: str, *, events: bool = True) ->
     ]
 
 
+_CONTROLLED: set[tuple[int, str]] = set()
+
+
+def audit_control(
+    cluster: Cluster, operator: OperatorProcess, namespace: str, *, timeout: float = 30
+) -> None:
+    """Positive control for `operator_writes`: a known write as the operator's identity must
+    show up in it, or a "wrote nothing" check would pass on a filter that matches nothing.
+    Once per operator and namespace."""
+    if (id(operator), namespace) in _CONTROLLED:
+        return
+
+    def creates() -> int:
+        writes = operator_writes(cluster, namespace, events=False)
+        return sum(w.startswith("create ") and "/configmaps" in w for w in writes)
+
+    before = creates()
+    name = f"audit-control-{os.urandom(4).hex()}"
+    kubeconfig = str(operator.kubeconfig)
+    cluster.run("kubectl", "--kubeconfig", kubeconfig, "create", "configmap", name, "-n", namespace)
+    wait_for(lambda: creates() > before, timeout=timeout, description="a known write audited")
+    _CONTROLLED.add((id(operator), namespace))
+
+
 def resyncs(operator: OperatorProcess) -> float:
     """Completed periodic resyncs, from the operator's /metrics."""
     for line in operator.metrics().splitlines():
@@ -318,6 +372,7 @@ def quiet_over_a_resync(
     cluster: Cluster, operator: OperatorProcess, namespace: str, *, events: bool = True
 ) -> bool:
     """Whether the operator wrote nothing in `namespace` while one resync ran."""
+    audit_control(cluster, operator, namespace)
     before, count = len(operator_writes(cluster, namespace, events=events)), resyncs(operator)
     wait_for(lambda: resyncs(operator) > count, timeout=30, description="a resync")
     return len(operator_writes(cluster, namespace, events=events)) == before
