@@ -149,8 +149,9 @@ def test_a_header_cut_right_after_its_fixed_part_reports_what_it_can_read() -> N
     """Exactly the fixed part (magic, version, algorithm, chunk size) of a version-2 file: the
     version is readable, so that is the error, not "truncated"."""
     fixed = envelope._FIXED.pack(envelope.MAGIC, 2, envelope.ALG_AES256GCM_STREAM_KW, 1024)
-    with pytest.raises(envelope.UnsupportedVersionError):
+    with pytest.raises(envelope.UnsupportedVersionError) as err:
         envelope.read_header(io.BytesIO(fixed))
+    assert str(err.value) == "unsupported envelope version 2 (this build reads version 1)"
     with pytest.raises(envelope.TruncatedError):
         envelope.read_header(io.BytesIO(fixed[:-1]))
 
@@ -241,3 +242,9 @@ def test_each_header_defect_has_its_own_error(
 def test_the_chunk_size_bounds_are_inclusive(chunk: int) -> None:
     info = envelope.read_header(io.BytesIO(_fixed(chunk=chunk) + bytes(envelope.HEADER_SIZE)))
     assert info.chunk_size == chunk
+
+
+def test_the_header_names_the_kek_it_was_encrypted_under() -> None:
+    info = envelope.read_header(io.BytesIO(_encrypt(b"x")))
+    assert info.kek_id == envelope.kek_id(KEK)
+    assert (info.version, info.chunk_size) == (envelope.VERSION, envelope.DEFAULT_CHUNK_SIZE)
