@@ -68,6 +68,10 @@ class Hooks(Protocol):
         """Whether time alone (say, certificate renewal) calls for a reconcile."""
 
 
+class ChildRefused(Exception):
+    """The API server refuses a rendered child as invalid (422): the spec must change."""
+
+
 class Reconciler:
     def __init__(
         self,
@@ -198,8 +202,11 @@ class Reconciler:
         first = [m for m in desired if m["kind"] in APPLY_FIRST]
         rest = [m for m in desired if m["kind"] not in APPLY_FIRST]
         written = 0
-        for batch in (first, rest):
-            written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
+        try:
+            for batch in (first, rest):
+                written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
+        except ChildRefused as exc:  # no retry can change it: only a new spec
+            return await self._reject(entry, str(exc))
             if batch is first:  # own policies are in place: widening foreign ones go now
                 await self._remove_foreign(entry, self._verdict(entry))
         pruned = await self._prune(entry)
@@ -243,7 +250,13 @@ class Reconciler:
             expected = await self._expected(entry, manifest)
             if not differences(expected, live):
                 return False
-        result, created = await self._apply_created(manifest)
+        try:
+            result, created = await self._apply_created(manifest)
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+            raise ChildRefused(f"the API server refuses {name}: {exc}") from None
         self.state.remember_child(result)
         if created:  # made from the manifest alone: the stored form is the expected one
             entry.expected[child] = Expected.of(manifest, result)
