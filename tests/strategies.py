@@ -522,6 +522,7 @@ BREAKAGES = {
         _unknown_pool,
         _secret_env,
         _long_token,
+        _loose_carve_out,
         _repeated_secret,
         _reserved_mount,
         _plain_output,
