@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export KUBECONFIG_SECUREAI := $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: venv lint typecheck layers unit integration test crds crds-check toolchain images cluster down demo bench helm-lint clean
+.PHONY: venv lint typecheck layers unit integration test crds crds-check toolchain images node-deps cluster down demo bench helm-lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,7 +41,10 @@ toolchain:
 images: $(STAMP)
 	$(PY) hack/images.py build --write-examples >/dev/null
 
-cluster: $(STAMP) toolchain images
+node-deps:
+	hack/node-deps.sh
+
+cluster: $(STAMP) toolchain images node-deps
 	hack/cluster.sh up
 
 down:
@@ -57,10 +60,10 @@ helm-lint: toolchain
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration" tests
 
-integration: $(STAMP) toolchain images
+integration: $(STAMP) toolchain images node-deps
 	$(BIN)/pytest -m integration tests
 
-test: lint typecheck layers crds-check toolchain images helm-lint
+test: lint typecheck layers crds-check toolchain images node-deps helm-lint
 	$(BIN)/pytest tests
 
 bench: $(STAMP) toolchain

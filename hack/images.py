@@ -171,18 +171,19 @@ def fetch_debs() -> list[Path]:
     cache = CACHE / "debs"
     cache.mkdir(parents=True, exist_ok=True)
     paths = []
+    updated = False
     for pkg in deb_lock():
         path = cache / pkg["file"]
         if not path.exists() or sha256_file(path) != pkg["sha256"]:
             log(f"apt-get download {pkg['name']}={pkg['version']}")
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                done = subprocess.run(
-                    ["apt-get", "download", f"{pkg['name']}={pkg['version']}"],
-                    cwd=tmp,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
+                cmd = ["apt-get", "download", f"{pkg['name']}={pkg['version']}"]
+                done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+                if done.returncode != 0 and os.geteuid() == 0 and not updated:
+                    log("apt-get update (package lists are missing or old)")
+                    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+                    updated = True
+                    done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
                 got = list(Path(tmp).glob("*.deb"))
                 if done.returncode != 0 or len(got) != 1:
                     reason = (done.stderr.strip().splitlines() or ["no .deb"])[-1]

@@ -4,7 +4,9 @@ For every PVC whose StorageClass names our provisioner (default ``secureai.dev/l
 that is not bound yet, it creates a PersistentVolume pre-bound to the claim (``claimRef``);
 kube-controller-manager's PV binder then binds the pair and the claim becomes ``Bound``.
 When such a PV is ``Released`` and its reclaim policy is ``Delete`` it deletes it. Nothing is
-ever mounted: the PV is a ``hostPath`` under the cluster state dir that is never created.
+mounted on a kwok node; on the real node the PV's ``hostPath`` directory under the cluster
+state dir is mounted for real: it is created here, owned by the workloads' UID and GID (the
+policy's runAsUser/runAsGroup, 65532), and removed with its PV.
 
 It watches PVCs and additionally re-lists every few seconds, so a missed watch event only
 delays a claim, never loses it.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -26,6 +30,7 @@ ANN_STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 ANN_BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 
 log = logging.getLogger("provisioner")
+WORKLOAD_UID = 65532  # the policy's default runAsUser and runAsGroup
 
 
 class Provisioner:
@@ -36,6 +41,16 @@ class Provisioner:
         self.storage = client.StorageV1Api()
         self.lock = threading.Lock()
         self.stop = threading.Event()
+
+    def make_dir(self, pv_name: str) -> None:
+        path = os.path.join(self.volume_root, pv_name)
+        os.makedirs(path, mode=0o770, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(path, WORKLOAD_UID, WORKLOAD_UID)
+        os.chmod(path, 0o770)
+
+    def remove_dir(self, pv_name: str) -> None:
+        shutil.rmtree(os.path.join(self.volume_root, pv_name), ignore_errors=True)
 
     def our_classes(self) -> dict[str, client.V1StorageClass]:
         classes = self.storage.list_storage_class().items
@@ -83,6 +98,7 @@ class Provisioner:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+            self.make_dir(pv_name)
             try:
                 self.core.create_persistent_volume(pv)
                 log.info(
@@ -107,6 +123,7 @@ class Provisioner:
             if phase in ("Released", "Failed") and policy == "Delete":
                 try:
                     self.core.delete_persistent_volume(pv.metadata.name)
+                    self.remove_dir(pv.metadata.name)
                     log.info("deleted released %s", pv.metadata.name)
                 except ApiException as exc:
                     if exc.status != 404:

@@ -8,19 +8,23 @@
 # route); the host forwards only packets that arrive on the bridge; no NAT or masquerade is
 # configured; and before containerd starts, the mangle chain ${GUARD_CHAIN} drops every packet
 # from or to the pod and Service ranges that would leave through any interface other than the
-# bridge or loopback. `guard_ok` checks all of this and the node refuses to start without it.
+# bridge or loopback, and the chain ${GUARD_IN_CHAIN} drops every such packet that arrives on
+# another interface. The bridge plugin runs with isGateway false: it would turn on forwarding
+# for every interface (the bridge address is set here instead). `guard_ok` checks all of this
+# and the node refuses to start without it.
 
 NODE_NAME="${SECUREAI_REAL_NODE_NAME:-real-1}"
 NODE_BRIDGE=sai0
 NODE_POD_CIDR=10.244.200.0/24
 NODE_IP=10.244.200.1
-GUARD_CHAIN=SECUREAI-GUARD
+GUARD_CHAIN=SECUREAI-GUARD          # mangle POSTROUTING: what may leave, by output interface
+GUARD_IN_CHAIN=SECUREAI-GUARD-IN    # mangle PREROUTING: what may arrive, by input interface
 NODE_TAINT_KEY=secureai.dev/real-node
 NODE_DIR="${STATE}/node"
 NODE_RUN=/run/secureai-node
 NODE_OWNER="${NODE_RUN}/owner"
 CONTAINERD_SOCK="${NODE_RUN}/containerd.sock"
-NODE_COMPONENTS=(containerd kube-router kube-proxy kubelet)
+NODE_COMPONENTS=(apiserver-bridge containerd kube-router kube-proxy kubelet)
 CNI_BIN_DIR=/usr/lib/cni
 
 ctr_() { "${BINDIR}/ctr" --address "${CONTAINERD_SOCK}" -n k8s.io "$@"; }
@@ -33,8 +37,8 @@ why_no_real_node() {
   for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr kube-router; do
     [[ -x "${BINDIR}/${b}" ]] || { echo "${BINDIR}/${b} missing (make toolchain)"; return; }
   done
-  for b in runc iptables ipset conntrack ip; do
-    command -v "${b}" >/dev/null || { echo "${b} missing (apt-get install runc iptables ipset conntrack iproute2)"; return; }
+  for b in runc iptables ipset conntrack ip socat; do
+    command -v "${b}" >/dev/null || { echo "${b} missing (apt-get install runc iptables ipset conntrack iproute2 socat)"; return; }
   done
   for b in bridge host-local loopback; do
     [[ -x "${CNI_BIN_DIR}/${b}" ]] || { echo "CNI plugin ${b} missing (apt-get install containernetworking-plugins)"; return; }
@@ -54,25 +58,42 @@ why_no_real_node() {
 }
 
 # ---- network ---------------------------------------------------------------------------------
+# guard_rules CHAIN -o|-i: bridge and loopback pass; the pod and Service ranges, either way, do not
 guard_rules() {
-  local cidr
-  echo "-A ${GUARD_CHAIN} -o ${NODE_BRIDGE} -j RETURN"
-  echo "-A ${GUARD_CHAIN} -o lo -j RETURN"
+  local chain="$1" dir="$2" cidr
+  echo "-A ${chain} ${dir} ${NODE_BRIDGE} -j RETURN"
+  echo "-A ${chain} ${dir} lo -j RETURN"
   for cidr in "${POD_CIDR}" "${SERVICE_CIDR}"; do
-    echo "-A ${GUARD_CHAIN} -s ${cidr} -j DROP"
-    echo "-A ${GUARD_CHAIN} -d ${cidr} -j DROP"
+    echo "-A ${chain} -s ${cidr} -j DROP"
+    echo "-A ${chain} -d ${cidr} -j DROP"
   done
+}
+
+# install_guard CHAIN HOOK -o|-i: the chain's rules, and a jump to it as the hook's first rule
+install_guard() {
+  local chain="$1" hook="$2" dir="$3" rule
+  iptables -w -t mangle -N "${chain}" 2>/dev/null || iptables -w -t mangle -F "${chain}"
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    iptables -w -t mangle ${rule}
+  done < <(guard_rules "${chain}" "${dir}")
+  while iptables -w -t mangle -D "${hook}" -j "${chain}" 2>/dev/null; do :; done
+  iptables -w -t mangle -I "${hook}" 1 -j "${chain}"
+}
+
+# chain_ok CHAIN HOOK -o|-i
+chain_ok() {
+  local chain="$1" hook="$2" dir="$3" have
+  have="$(iptables -w -t mangle -S "${chain}" 2>/dev/null | grep -- "^-A " || true)"
+  [[ "${have}" == "$(guard_rules "${chain}" "${dir}")" ]] || { echo "mangle ${chain} rules differ"; return 1; }
+  [[ "$(iptables -w -t mangle -S "${hook}" | grep -- '^-A' | head -1)" == "-A ${hook} -j ${chain}" ]] \
+    || { echo "${chain} is not the first rule of mangle ${hook}"; return 1; }
 }
 
 # guard_ok: the drop rules, the bridge-only forwarding and the pods' missing default route
 guard_ok() {
-  local want have
-  want="$(guard_rules)"
-  have="$(iptables -w -t mangle -S "${GUARD_CHAIN}" 2>/dev/null | grep -- "^-A " || true)"
-  [[ "${have}" == "${want}" ]] || { echo "mangle ${GUARD_CHAIN} rules differ"; return 1; }
-  iptables -w -t mangle -C POSTROUTING -j "${GUARD_CHAIN}" 2>/dev/null || { echo "POSTROUTING does not jump to ${GUARD_CHAIN}"; return 1; }
-  [[ "$(iptables -w -t mangle -S POSTROUTING | grep -- '^-A' | head -1)" == "-A POSTROUTING -j ${GUARD_CHAIN}" ]] \
-    || { echo "${GUARD_CHAIN} is not the first rule of mangle POSTROUTING"; return 1; }
+  chain_ok "${GUARD_CHAIN}" POSTROUTING -o || return 1
+  chain_ok "${GUARD_IN_CHAIN}" PREROUTING -i || return 1
   [[ "$(cat /proc/sys/net/ipv4/conf/all/forwarding)" == 0 ]] || { echo "forwarding is on for all interfaces"; return 1; }
   local dev
   for dev in /proc/sys/net/ipv4/conf/*/forwarding; do
@@ -94,26 +115,24 @@ network_up() {
   # everything addressed to the pod and Service ranges stays on the bridge
   ip route replace "${POD_CIDR}" dev "${NODE_BRIDGE}" proto static
   ip route replace "${SERVICE_CIDR}" dev "${NODE_BRIDGE}" proto static
-  iptables -w -t mangle -N "${GUARD_CHAIN}" 2>/dev/null || iptables -w -t mangle -F "${GUARD_CHAIN}"
-  local rule
-  while read -r rule; do
-    # shellcheck disable=SC2086
-    iptables -w -t mangle ${rule}
-  done < <(guard_rules)
-  while iptables -w -t mangle -D POSTROUTING -j "${GUARD_CHAIN}" 2>/dev/null; do :; done
-  iptables -w -t mangle -I POSTROUTING 1 -j "${GUARD_CHAIN}"
+  install_guard "${GUARD_CHAIN}" POSTROUTING -o
+  install_guard "${GUARD_IN_CHAIN}" PREROUTING -i
   echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
   echo 0 >/proc/sys/net/ipv4/conf/all/forwarding
   echo 1 >"/proc/sys/net/ipv4/conf/${NODE_BRIDGE}/forwarding"
   local why
   why="$(guard_ok)" || die "network guard check failed: ${why}; refusing to start pods"
-  log "network guard in place: ${GUARD_CHAIN} drops ${POD_CIDR} and ${SERVICE_CIDR} off ${NODE_BRIDGE}; forwarding only on ${NODE_BRIDGE}"
+  log "network guard in place: ${GUARD_CHAIN}/${GUARD_IN_CHAIN} drop ${POD_CIDR} and ${SERVICE_CIDR} off ${NODE_BRIDGE}; forwarding only on ${NODE_BRIDGE}"
 }
 
 network_down() {
-  while iptables -w -t mangle -D POSTROUTING -j "${GUARD_CHAIN}" 2>/dev/null; do :; done
-  iptables -w -t mangle -F "${GUARD_CHAIN}" 2>/dev/null || true
-  iptables -w -t mangle -X "${GUARD_CHAIN}" 2>/dev/null || true
+  local chain hook
+  for chain in "${GUARD_CHAIN}:POSTROUTING" "${GUARD_IN_CHAIN}:PREROUTING"; do
+    hook="${chain#*:}"; chain="${chain%%:*}"
+    while iptables -w -t mangle -D "${hook}" -j "${chain}" 2>/dev/null; do :; done
+    iptables -w -t mangle -F "${chain}" 2>/dev/null || true
+    iptables -w -t mangle -X "${chain}" 2>/dev/null || true
+  done
   ip route del "${POD_CIDR}" dev "${NODE_BRIDGE}" 2>/dev/null || true
   ip route del "${SERVICE_CIDR}" dev "${NODE_BRIDGE}" 2>/dev/null || true
   ip link del "${NODE_BRIDGE}" 2>/dev/null || true
@@ -130,7 +149,7 @@ node_configs() {
     {
       "type": "bridge",
       "bridge": "${NODE_BRIDGE}",
-      "isGateway": true,
+      "isGateway": false,
       "isDefaultGateway": false,
       "ipMasq": false,
       "hairpinMode": true,
@@ -157,6 +176,10 @@ state = "${NODE_RUN}/state"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
+  # every registry is 127.0.0.1:1 (nothing listens): a missing image fails at once and no
+  # pull ever leaves the machine; images come from `make images` only
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "${NODE_DIR}/certs.d"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "${PAUSE_IMAGE}"
 
@@ -175,6 +198,13 @@ state = "${NODE_RUN}/state"
     bin_dirs = ["${CNI_BIN_DIR}"]
     conf_dir = "${NODE_DIR}/cni"
     max_conf_num = 1
+EOF
+  mkdir -p "${NODE_DIR}/certs.d/_default"
+  cat >"${NODE_DIR}/certs.d/_default/hosts.toml" <<EOF
+server = "https://127.0.0.1:1"
+
+[host."https://127.0.0.1:1"]
+  capabilities = ["pull", "resolve"]
 EOF
   : >"${NODE_DIR}/resolv.conf"
   cat >"${NODE_DIR}/kubelet.yaml" <<EOF
@@ -227,8 +257,8 @@ mode: iptables
 hostnameOverride: ${NODE_NAME}
 bindAddress: ${NODE_IP}
 clusterCIDR: ${POD_CIDR}
-healthzBindAddress: 127.0.0.1:0
-metricsBindAddress: 127.0.0.1:0
+healthzBindAddress: 127.0.0.1:${KUBE_PROXY_HEALTHZ_PORT}
+metricsBindAddress: 127.0.0.1:${KUBE_PROXY_METRICS_PORT}
 # NodePorts only on the bridge address, never on the uplink
 nodePortAddresses: ["${NODE_IP}/32"]
 conntrack:
@@ -310,17 +340,54 @@ EOF
 }
 
 import_images() {
-  local archive
+  local archive name ref
   for archive in "${IMAGES_DIR}"/*.oci.tar; do
-    ctr_ images import --no-unpack=false --snapshotter overlayfs "${archive}" >/dev/null \
+    ctr_ images import --snapshotter overlayfs "${archive}" >/dev/null 2>&1 \
       || die "ctr images import ${archive} failed"
   done
-  log "images imported: $(ctr_ images ls -q | grep -c '^secureai.local/') references"
+  # pods pin images by digest: give each image its repo@sha256 name too (what a pull would)
+  local have
+  while read -r name ref; do
+    have="$(ctr_ images ls 2>/dev/null | awk -v n="${name}" '$1 == n {print $3}')"
+    [[ "${ref}" == *"@${have}" ]] || die "${name} in ${IMAGES_DIR} is ${have:-missing}, images.json says ${ref}: run 'make images'"
+    ctr_ images rm "${ref}" >/dev/null 2>&1 || true
+    ctr_ images tag "${name}" "${ref}" >/dev/null 2>&1 || die "ctr images tag ${name} ${ref} failed"
+  done < <(python3 -c 'import json,sys
+for i in json.load(open(sys.argv[1]))["images"].values(): print(i["repository"] + ":" + i["tag"], i["image"])' "${DIGESTS_FILE}")
+  log "images imported into containerd (${IMAGES_DIR})"
+}
+
+# Pods reach the API server as in any cluster, through the `kubernetes` Service: kube-proxy
+# sends 10.96.0.1:443 to the node address, where socat hands the connection to the API server
+# on loopback (it binds 127.0.0.1 only). The API server's endpoint reconciler is off, so the
+# EndpointSlice is written here.
+apiserver_bridge() {
+  start apiserver-bridge socat "TCP-LISTEN:${API_PORT},bind=${NODE_IP},reuseaddr,fork" "TCP:127.0.0.1:${API_PORT}"
+  kc apply -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: secureai-local-cluster
+addressType: IPv4
+endpoints:
+- addresses: ["${NODE_IP}"]
+  conditions: {ready: true}
+ports:
+- name: https
+  port: ${API_PORT}
+  protocol: TCP
+EOF
 }
 
 node_ready() {
   [[ "$(kc get node "${NODE_NAME}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
+
+node_registered() { kc get node "${NODE_NAME}" >/dev/null 2>&1; }
 
 containerd_ready() { ctr_ version >/dev/null 2>&1; }
 
@@ -335,7 +402,7 @@ real_node_up() {
     return 0
   fi
   local t0=${SECONDS}
-  read -r KUBELET_HEALTHZ_PORT <<<"$(free_ports 1)"
+  read -r KUBELET_HEALTHZ_PORT KUBE_PROXY_HEALTHZ_PORT KUBE_PROXY_METRICS_PORT <<<"$(free_ports 3)"
   PAUSE_IMAGE="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["images"]["pause"]["repository"] + ":" + json.load(open(sys.argv[1]))["images"]["pause"]["tag"])' "${DIGESTS_FILE}")"
   mkdir -p "${NODE_RUN}"
   echo "${STATE}" >"${NODE_OWNER}"
@@ -348,15 +415,18 @@ real_node_up() {
   printf '%s' "${BINDIR}/containerd" >"${PIDS}/containerd.cmd"
   wait_until "containerd" containerd containerd_ready
   import_images
-  start kube-router "${BINDIR}/kube-router" --kubeconfig="${STATE}/kube-router.kubeconfig" \
-    --hostname-override="${NODE_NAME}" --run-firewall=true --run-router=false --run-service-proxy=false \
-    --run-loadbalancer=false --enable-ipv4=true --enable-ipv6=false --enable-cni=false \
-    --metrics-port=0 --health-port=0 --iptables-sync-period=5m --ipset-use-counters=false
   start kube-proxy "${BINDIR}/kube-proxy" --config="${NODE_DIR}/kube-proxy.yaml"
+  apiserver_bridge
   start kubelet "${BINDIR}/kubelet" --config="${NODE_DIR}/kubelet.yaml" \
     --kubeconfig="${STATE}/kubelet.kubeconfig" --root-dir="${NODE_DIR}/kubelet" \
     --hostname-override="${NODE_NAME}" --node-ip="${NODE_IP}" \
     --node-labels="type=real,secureai.dev/pool=real,secureai.dev/node=real"
+  wait_until "node ${NODE_NAME} registered" kubelet node_registered
+  # kube-router finds its node object at start: after kubelet registered it, before any pod
+  start kube-router "${BINDIR}/kube-router" --kubeconfig="${STATE}/kube-router.kubeconfig" \
+    --hostname-override="${NODE_NAME}" --run-firewall=true --run-router=false --run-service-proxy=false \
+    --run-loadbalancer=false --enable-ipv4=true --enable-ipv6=false --enable-cni=false \
+    --metrics-port=0 --health-port=0 --iptables-sync-period=5m
   wait_until "node ${NODE_NAME} Ready" kubelet node_ready
   kc patch node "${NODE_NAME}" --type=merge -p "{\"spec\":{\"podCIDR\":\"${NODE_POD_CIDR}\",\"podCIDRs\":[\"${NODE_POD_CIDR}\"]}}" >/dev/null 2>&1 || true
   wait_until "kube-router's firewall chains" kube-router kube_router_ready
@@ -364,6 +434,7 @@ real_node_up() {
   why_guard="$(guard_ok)" || die "network guard check failed after start: ${why_guard}"
   echo "REAL_NODE=1" >>"${STATE}/cluster.env"
   echo "REAL_NODE_NAME=${NODE_NAME}" >>"${STATE}/cluster.env"
+  echo "REAL_NODE_IP=${NODE_IP}" >>"${STATE}/cluster.env"
   log "real node ${NODE_NAME} Ready in $((SECONDS - t0))s (pods ${NODE_POD_CIDR} on ${NODE_BRIDGE}, taint ${NODE_TAINT_KEY})"
 }
 

@@ -26,15 +26,25 @@ from clusterkit import REPO, Cluster, wait_for
 OPERATOR_NAMESPACE = "secureai-system"
 OPERATOR_SA = "secureai-test-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
+def built_image(name: str, fallback: str) -> str:
+    """The digest-pinned image `make images` built (charts/secureai-operator/images.json)."""
+    path = REPO / "charts" / "secureai-operator" / "images.json"
+    if not path.exists():
+        return fallback
+    return str(json.loads(path.read_text())["images"][name]["image"])
+
+
 TEST_POLICY = {
-    "allowedRegistries": ["registry.example.com"],
+    "allowedRegistries": ["secureai.local", "registry.example.com"],
     "requireDigest": True,
     "encryptedStorageClasses": ["encrypted-ssd"],
     "gpuPools": {
         "training": {"nodeSelector": {"secureai.dev/pool": "training"}},
         "inference": {"nodeSelector": {"secureai.dev/pool": "inference"}},
     },
-    "operatorImage": "registry.example.com/secureai/operator@sha256:" + "a" * 64,
+    "operatorImage": built_image(
+        "secureai-operator", "registry.example.com/secureai/operator@sha256:" + "a" * 64
+    ),
     "foreignNetworkPolicy": "report",
 }
 

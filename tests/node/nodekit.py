@@ -41,15 +41,17 @@ def image(name: str) -> str:
     return str(built_images()[name]["image"])
 
 
-def restricted_container(name: str, img: str, command: list[str]) -> dict[str, Any]:
+def restricted_container(
+    name: str, img: str, command: list[str], cpu: str = "50m", memory: str = "64Mi"
+) -> dict[str, Any]:
     return {
         "name": name,
         "image": img,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "resources": {
-            "requests": {"cpu": "20m", "memory": "48Mi"},
-            "limits": {"cpu": "20m", "memory": "48Mi"},
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory},
         },
         "securityContext": {
             "allowPrivilegeEscalation": False,

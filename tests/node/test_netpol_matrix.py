@@ -265,6 +265,44 @@ def test_conformance_matrix(cluster: Cluster, namespace_factory: Any, dns_probe:
     assert len(seen) >= 200
     assert denied >= 50 and len(seen) - denied >= 50
 
+    # NetworkPolicies are additive: a foreign allow-all opens what the specs deny (the
+    # operator's answer to that is test_foreign_allow_all_is_removed_and_isolation_returns)
+    denied_in = [
+        p for p in seen if not promised(p, pods, workloads, ns_labels) and pods[p.dst].workload
+    ]
+    sample = denied_in[:: max(1, len(denied_in) // 20)]
+    by_src: dict[str, list[tuple[ProbePod, int, str]]] = {}
+    for p in sample:
+        by_src.setdefault(p.src, []).append((pods[p.dst], p.port, p.protocol))
+    allow_all = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "foreign-allow-all", "namespace": ns_a},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{}],
+            "egress": [{}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(allow_all))
+
+    def sample_state() -> list[bool]:
+        return [
+            ok
+            for src, targets in by_src.items()
+            for ok in probe(cluster, pods[src], targets).values()
+        ]
+
+    wait_for(
+        lambda: all(sample_state()),
+        timeout=60,
+        interval=0.5,
+        description="allow-all to open denied pairs",
+    )
+    cluster.kubectl("-n", ns_a, "delete", "networkpolicy", "foreign-allow-all")
+    wait_for(lambda: not any(sample_state()), timeout=60, interval=0.5, description="denied again")
+
 
 def test_foreign_allow_all_is_removed_and_isolation_returns(
     cluster: Cluster,

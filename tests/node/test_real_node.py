@@ -38,7 +38,7 @@ def test_node_is_real_and_ready(cluster: Cluster, real_node: str) -> None:
 def test_operator_image_runs_under_restricted(cluster: Cluster, namespace_factory: Any) -> None:
     ns = namespace_factory("version")
     container = restricted_container(
-        "secureai", image("secureai-operator"), ["secureai", "--version"]
+        "secureai", image("secureai-operator"), ["secureai", "--version"], cpu="1", memory="256Mi"
     )
     pod = real_pod("version", ns, [container], restart="Never")
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
@@ -116,13 +116,23 @@ def test_pod_network_has_no_way_out(cluster: Cluster, namespace_factory: Any) ->
         ),
         default=len(mangle),
     )
-    guard = [line for line in mangle if line.startswith("-A SECUREAI-GUARD")]
-    # only the bridge and loopback are exempt; then both ranges are dropped, either direction
-    exempt = [line.split()[3] for line in guard if line.endswith("-j RETURN")]
-    assert sorted(exempt) == ["lo", "sai0"] and not set(exempt) & uplinks
-    for cidr in (POD_CIDR, SERVICE_CIDR):
-        assert f"-A SECUREAI-GUARD -s {cidr} -j DROP" in guard
-        assert f"-A SECUREAI-GUARD -d {cidr} -j DROP" in guard
+    assert mangle.index("-A PREROUTING -j SECUREAI-GUARD-IN") < min(
+        (
+            i
+            for i, line in enumerate(mangle)
+            if line.startswith("-A PREROUTING") and "SECUREAI-GUARD-IN" not in line
+        ),
+        default=len(mangle),
+    )
+    for chain in ("SECUREAI-GUARD", "SECUREAI-GUARD-IN"):
+        guard = [line for line in mangle if line.startswith(f"-A {chain} ")]
+        # only the bridge and loopback are exempt; then both ranges are dropped, either way
+        exempt = [line.split()[3] for line in guard if line.endswith("-j RETURN")]
+        assert sorted(exempt) == ["lo", "sai0"] and not set(exempt) & uplinks
+        assert all(line.endswith("-j RETURN") for line in guard[:2])
+        for cidr in (POD_CIDR, SERVICE_CIDR):
+            assert f"-A {chain} -s {cidr} -j DROP" in guard
+            assert f"-A {chain} -d {cidr} -j DROP" in guard
     # no NAT towards the uplink, and the host forwards only what arrives on the bridge
     nat = _iptables("-t", "nat", "-S")
     for line in nat:

@@ -31,16 +31,24 @@ def tracked_files() -> list[Path]:
     return [REPO / p for p in out.decode().split("\0") if p]
 
 
+def synthetic(digest: str) -> bool:
+    """One repeated hex digit: visibly not the digest of anything (test inputs, API docs)."""
+    return len(set(digest.removeprefix("sha256:"))) == 1
+
+
 def test_no_hand_written_image_digest() -> None:
-    """Every image digest in a tracked file is one that the build produced."""
+    """Every image digest in a tracked file is one that the build produced, or visibly fake."""
     real = {info["digest"] for info in built().values()}
     stray = []
     for path in tracked_files():
-        if path.suffix in {".png", ".lock"} or not path.is_file():
+        # the guard's corpora hold digests as text to classify, not as image references
+        if path.suffix in {".png", ".lock"} or path.name.startswith("guard_corpus"):
+            continue
+        if not path.is_file():
             continue
         text = path.read_text(errors="replace")
         for match in IMAGE_DIGEST.finditer(text):
-            if match["digest"] not in real:
+            if match["digest"] not in real and not synthetic(match["digest"]):
                 stray.append(f"{path.relative_to(REPO)}: {match.group(0)}")
     assert not stray, "digests not produced by `make images`:\n" + "\n".join(stray)
 
