@@ -401,6 +401,12 @@ class Reconciler:
         )
 
     async def _write_status(self, entry: Entry) -> None:
+        """Status writes of a workload are serialized by their own lock, apart from the
+        reconcile/revert lock: a revert never waits behind a status write."""
+        async with entry.status_lock:
+            await self._write_status_locked(entry)
+
+    async def _write_status_locked(self, entry: Entry) -> None:
         if entry.model is None or entry.rejected is not None:
             return
         if entry.namespace in self.state.terminating:
@@ -481,8 +487,7 @@ class Reconciler:
             entry = self.state.workloads.get(key)
             if entry is None or entry.model is None:
                 return
-            async with entry.lock:
-                await self._write_status(entry)  # a failure goes to the queue (_status_done)
+            await self._write_status(entry)  # a failure goes to the queue (_status_done)
             if key not in self._status_again:
                 return
 
@@ -512,21 +517,38 @@ class Reconciler:
         desired = entry.desired.get(child)
         if desired is not None and self.leading():
             started = time.perf_counter()
-            if kind == "NetworkPolicy":  # isolation is judged before the revert lands
-                await self._judge(entry)
-            if deleted:
-                if not self._finished_job_gone(entry, child) and await self._owner_alive(entry):
-                    await self._revert(entry, desired, None, ["deleted"], started)
-            else:
-                stored = self.state.live_children(key).version(child)
-                if stored is None or stored <= resource_version(body):
-                    diffs = differences(await self._expected(entry, desired), body)
-                    if diffs:
-                        await self._revert(entry, desired, body, diffs, started)
-            if kind == "NetworkPolicy":
+            judged = None
+            if kind == "NetworkPolicy":  # isolation is judged (Event, status) as the revert runs
+                judged = asyncio.create_task(self._judge(entry))
+            try:
+                await self._check(entry, child, desired, None if deleted else body, started)
+            finally:
+                if judged is not None:
+                    await judged
+            if judged is not None:
                 await self._judge(entry)
         if kind in ("Job", "Deployment"):
             self.schedule_status(key)
+
+    async def _check(
+        self,
+        entry: Entry,
+        child: ChildKey,
+        desired: dict[str, Any],
+        body: dict[str, Any] | None,
+        started: float,
+    ) -> None:
+        """Revert a child seen by the watch (`body` None: deleted) if it is not as desired."""
+        if body is None:
+            if not self._finished_job_gone(entry, child) and await self._owner_alive(entry):
+                await self._revert(entry, desired, None, ["deleted"], started)
+            return
+        key = workload_key_of_cr(entry.body)
+        stored = self.state.live_children(key).version(child)
+        if stored is None or stored <= resource_version(body):
+            diffs = differences(await self._expected(entry, desired), body)
+            if diffs:
+                await self._revert(entry, desired, body, diffs, started)
 
     async def _owner_alive(self, entry: Entry) -> bool:
         """A deleted child is recreated only while its owner lives (not during GC)."""
@@ -711,11 +733,7 @@ class Reconciler:
             self.emit(entry.body, "Warning", verdict.reason, verdict.message[:1000])
         elif before is not None and not before.isolated:
             self.emit(entry.body, "Normal", "Isolated", verdict.message)
-        if locked:
-            await self._write_status(entry)
-        else:
-            async with entry.lock:
-                await self._write_status(entry)
+        await self._write_status(entry)
 
     async def _remove_foreign(self, entry: Entry, verdict: isolation.Verdict) -> isolation.Verdict:
         """With `remove`: delete the policies that widen access and no workload rendered."""
@@ -842,8 +860,7 @@ class Reconciler:
                 await self._revert(entry, desired, body, diffs, time.perf_counter())
                 writes += 1
         await self._judge(entry)
-        async with entry.lock:
-            await self._write_status(entry)
+        await self._write_status(entry)
         return writes
 
 

@@ -57,7 +57,8 @@ class Entry:
     model_digest: str | None = None
     model_signer: str | None = None
     lineage_generation: int = -1
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # reconcile and revert
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # status writes
     status_pending: bool = False
     counted_phase: str | None = None
 
