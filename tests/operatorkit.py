@@ -26,6 +26,8 @@ from clusterkit import REPO, Cluster, wait_for
 OPERATOR_NAMESPACE = "secureai-system"
 OPERATOR_SA = "secureai-test-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
+
+
 def built_image(name: str, fallback: str) -> str:
     """The digest-pinned image `make images` built (charts/secureai-operator/images.json)."""
     path = REPO / "charts" / "secureai-operator" / "images.json"
