@@ -15,6 +15,7 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +183,7 @@ def probe(
         "/app/probe.py",
         "connect",
         "--timeout",
-        "1.0",
+        "0.5",
         json.dumps(payload),
         timeout=60,
     ).stdout
@@ -199,12 +200,16 @@ def all_targets(dst: ProbePod) -> list[tuple[int, str]]:
 def observe(
     cluster: Cluster, pods: list[ProbePod], sources: list[ProbePod] | None = None
 ) -> dict[Pair, bool]:
-    seen: dict[Pair, bool] = {}
-    for src in sources or pods:
+    def one(src: ProbePod) -> dict[Pair, bool]:
         targets = [
             (dst, port, proto) for dst in pods if dst is not src for port, proto in all_targets(dst)
         ]
-        seen.update(probe(cluster, src, targets))
+        return probe(cluster, src, targets)
+
+    seen: dict[Pair, bool] = {}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for part in pool.map(one, sources or pods):
+            seen.update(part)
     return seen
 
 
