@@ -118,6 +118,7 @@ def sizes(r: Reconciler) -> dict[str, int]:
         "terminating": len(r.state.terminating),
         "status tasks": len(r._status_tasks),
         "status again": len(r._status_again),
+        "deferred": len(r.deferred),
         "namespace locks": len(r._namespace_locks),
         "namespace versions": len(r._namespace_versions),
         **{f"queue {k}": v for k, v in r.queue.sizes().items()},

@@ -40,8 +40,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def guarded(body: dict[str, Any], work: Awaitable[None]) -> None:
         try:
             await work
-        except NotLeader:
-            return  # a standby keeps its caches and writes nothing
+        except NotLeader:  # a standby keeps its caches and writes nothing
+            key = workload_key_of_child(body)
+            if key is not None and key in reconciler.state.workloads:
+                reconciler.deferred.add(key)  # compared once leading again
+            return
         except Exception as exc:
             # Never lost: the workload is compared again by the queue, with backoff.
             metrics.WORK_FAILURES.labels("watch", type(exc).__name__).inc()

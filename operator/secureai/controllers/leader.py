@@ -30,9 +30,12 @@ class Leader:
         *,
         on_started: Callable[[], None] = lambda: None,
         on_stopped: Callable[[], None] = lambda: None,
+        on_held: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_held` runs after every successful renewal (work deferred while a renewal was
+        late is resumed even when no transition was seen)."""
         self.lock = lock
-        self.on_started, self.on_stopped = on_started, on_stopped
+        self.on_started, self.on_stopped, self.on_held = on_started, on_stopped, on_held
         self._valid_until = 0.0
         self._leading = lock is None
         self._task: asyncio.Task[None] | None = None
@@ -70,6 +73,8 @@ class Leader:
                 if held:
                     self._valid_until = started + duration * 0.75
             self._set(held and time.monotonic() < self._valid_until)
+            if self.leading():
+                self.on_held()
             await asyncio.sleep(RENEW_SECONDS if self._leading else RETRY_SECONDS)
 
     def _set(self, leading: bool) -> None:

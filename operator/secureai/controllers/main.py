@@ -156,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if args.peering:
         identity = f"{os.environ.get('HOSTNAME', 'secureai')}-{secrets.token_hex(4)}"
         lock = LeaseLock(KubeClient(credentials), namespace, args.peering, identity, 1)
-    leader = Leader(lock, on_started=lambda: background.append(asyncio.create_task(take_over())))
+    leader = Leader(
+        lock,
+        on_started=lambda: background.append(asyncio.create_task(take_over())),
+        on_held=lambda: reconciler.resume(),  # noqa: PLW0108 - reconciler is made below
+    )
     # The one client of the process: every write passes the leader's gate.
     kube = KubeClient(credentials, may_write=leader.may_write)
     clock = process_clock()

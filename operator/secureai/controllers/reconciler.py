@@ -96,6 +96,8 @@ class Reconciler:
         self._namespace_versions: dict[str, int] = {}
         self._phases: dict[tuple[str, str], int] = {}
         self.leading = leading
+        # Workloads whose work found this replica not leading (a standby, or a renewal late).
+        self.deferred: set[WorkloadKey] = set()
         # Every failure of a reconcile, revert or resync comes back through this queue.
         self.queue: WorkQueue[WorkloadKey] = WorkQueue("sync", self.sync, workers=RECONCILE_SLOTS)
 
@@ -123,6 +125,7 @@ class Reconciler:
             self._count_phase(gone, None)
         self.state.pods.pop(key, None)
         self._status_again.discard(key)
+        self.deferred.discard(key)
         self.queue.forget(key)
         task = self._status_tasks.pop(key, None)
         if task is not None and not task.done():
@@ -143,9 +146,18 @@ class Reconciler:
         if entry.namespace in self.state.terminating:
             return
         if not self.leading():
+            self.deferred.add(key)
             await self.prepare(entry)
             return
-        await self._resync_one(key, entry)
+        try:
+            await self._resync_one(key, entry)
+        except NotLeader:
+            self.deferred.add(key)  # leadership lapsed mid-way: done once it is back
+
+    def resume(self) -> None:
+        """Leading (again): queue the work deferred while this replica could not write."""
+        while self.deferred:
+            self.enqueue(self.deferred.pop())
 
     async def prepare(self, entry: Entry) -> None:
         """What a standby does instead of reconciling: render, and obtain the stored form of
@@ -463,6 +475,7 @@ class Reconciler:
     def schedule_status(self, key: WorkloadKey) -> None:
         """Coalesce status refreshes that bursts of child events would trigger."""
         if not self.leading():
+            self.deferred.add(key)  # written once leading (again)
             return
         task = self._status_tasks.get(key)
         if task is not None and not task.done():
@@ -475,7 +488,9 @@ class Reconciler:
         if self._status_tasks.get(key) is task:
             del self._status_tasks[key]
         error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, NotLeader):
+        if isinstance(error, NotLeader):
+            self.deferred.add(key)
+        elif error is not None:
             metrics.WORK_FAILURES.labels("status", type(error).__name__).inc()
             self.queue.add_after(key, self.queue.backoff(key))
 
@@ -828,6 +843,7 @@ class Reconciler:
             try:
                 writes += await self._resync_one(key, entry)
             except NotLeader:
+                self.deferred.add(key)
                 continue
             except Exception as exc:
                 metrics.WORK_FAILURES.labels("resync", type(exc).__name__).inc()
