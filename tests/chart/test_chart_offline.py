@@ -376,7 +376,11 @@ def test_policy_configmap_is_the_values_policy_and_loads() -> None:
     cm = one(docs, "ConfigMap")
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     data = yaml.safe_load(cm["data"]["policy.yaml"])
-    assert data == values["policy"]
+    # an empty operatorImage is the chart's own operator image, pinned by digest
+    deployment = one(docs, "Deployment")
+    operator_image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert values["policy"]["operatorImage"] == ""
+    assert data == values["policy"] | {"operatorImage": operator_image}
     Policy(**data)
     volume = next(
         v
@@ -385,7 +389,9 @@ def test_policy_configmap_is_the_values_policy_and_loads() -> None:
     )
     assert volume["configMap"]["name"] == cm["metadata"]["name"]
     # the example policy and the chart's default policy are the same document
-    assert data == yaml.safe_load((REPO / "examples" / "policy.yaml").read_text())
+    assert data == yaml.safe_load((REPO / "examples" / "policy.yaml").read_text()) | {
+        "operatorImage": operator_image
+    }
 
 
 def test_values_schema_covers_exactly_the_policy_fields() -> None:
@@ -417,7 +423,9 @@ def test_image_policy_cel_is_built_from_the_policy_values() -> None:
         d for d in by_kind(docs, "ValidatingAdmissionPolicy") if "image" in d["metadata"]["name"]
     )
     variables = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}
-    assert json.loads(variables["allowedRegistries"]) == ["registry.example.com"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    registries = values["policy"]["allowedRegistries"]
+    assert json.loads(variables["allowedRegistries"]) == registries
     proc = helm(
         "template",
         RELEASE,
