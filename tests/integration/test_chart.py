@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
 from clusterkit import REPO, Cluster, wait_for
@@ -720,24 +719,21 @@ def test_operator_writes_are_confined_to_what_it_owns(
     assert as_operator("annotate", "service", "embeddings", "-n", ns, "probe=x").returncode == 0
 
 
-def test_peering_rights(cluster: Cluster, release: Release, chart_op: ChartOperator) -> None:
-    """What kopf does with `--peering NAME` cluster-wide: watch ClusterKopfPeerings and merge-patch
-    its keep-alive into the status of its own one, and no other."""
-    peering = release.fullname
-    assert get_json(cluster, "clusterkopfpeering", peering) is not None  # rendered by the chart
-    for verb in ("list", "watch"):
-        assert can_i(cluster, release.user, verb, "clusterkopfpeerings.kopf.dev")
-    assert can_i(cluster, release.user, "patch", f"clusterkopfpeerings.kopf.dev/{peering}")
-    assert not can_i(cluster, release.user, "patch", "clusterkopfpeerings.kopf.dev/other")
-    assert not can_i(cluster, release.user, "create", "clusterkopfpeerings.kopf.dev")
-    keepalive = {"status": {f"probe-{SUFFIX}": {"priority": 0, "lifetime": 1, "lastseen": "x"}}}
-    # a bare PATCH as kopf sends it (kubectl would GET first, which kopf never does)
-    api = client.CustomObjectsApi(
-        config.new_client_from_config(config_file=str(chart_op.kubeconfig))
+def test_leader_lease_rights(cluster: Cluster, release: Release, chart_op: ChartOperator) -> None:
+    """The leader Lease (k8s/lease.py): the operator may read, renew and create its own Lease in
+    its namespace, and touch no other Lease."""
+    lease = release.fullname
+    ns = release.namespace
+    for verb in ("get", "update"):
+        assert can_i(cluster, release.user, verb, f"leases.coordination.k8s.io/{lease}", "-n", ns)
+        assert not can_i(cluster, release.user, verb, "leases.coordination.k8s.io/other", "-n", ns)
+    assert can_i(cluster, release.user, "create", "leases.coordination.k8s.io", "-n", ns)
+    assert not can_i(
+        cluster, release.user, "update", f"leases.coordination.k8s.io/{lease}", "-n", "default"
     )
-    api.patch_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering, keepalive)
-    status = cluster.kubectl_json("get", "clusterkopfpeering", peering)["status"]
-    assert f"probe-{SUFFIX}" in status
+    assert not can_i(
+        cluster, release.user, "delete", f"leases.coordination.k8s.io/{lease}", "-n", ns
+    )
 
 
 def test_cluster_wide_mode_reads_secrets_everywhere_as_documented(
@@ -775,7 +771,7 @@ def test_image_policy_rejects_bad_specs_at_apply_time(
     err = refused(cluster.kubectl("apply", "--server-side", "-f", "-", input=text, check=False))
     assert (
         "secureai policy: spec.image: registry of 'evil.example.net/miner' is not allowed "
-        "(allowed: registry.example.com)" in err
+        "(allowed: secureai.local, registry.example.com)" in err
     )
     assert get_json(cluster, "stj", "bad", "-n", ns) is None
     # an update that breaks the policy is refused too
