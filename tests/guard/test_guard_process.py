@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from conftest import (
     AWS_KEY,
     CARD,
