@@ -177,7 +177,7 @@ state = "${NODE_RUN}/state"
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
   # every registry is 127.0.0.1:1 (nothing listens): a missing image fails at once and no
-  # pull ever leaves the machine; images come from `make images` only
+  # pull ever leaves the machine; images come from make images only
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = "${NODE_DIR}/certs.d"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
