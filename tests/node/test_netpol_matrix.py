@@ -251,7 +251,7 @@ def test_conformance_matrix(cluster: Cluster, namespace_factory: Any, dns_probe:
     try:
         wait_for(
             agrees,
-            timeout=120,
+            timeout=360,
             interval=1.0,
             description="observed reachability to match the specs",
         )
