@@ -256,10 +256,28 @@ def python_layer(venv_python: Path) -> Layer:
             ],
             check=True,
         )
+        # console scripts name the build host's interpreter: the image has its own launcher
+        shutil.rmtree(target / "bin", ignore_errors=True)
+        drop_foreign_records(target)
         layer = Layer()
-        # console scripts point at the build host's interpreter: the image has its own launcher
-        add_tree(layer, target, SITE, skip=re.compile(r"^bin(/|$)|__pycache__"))
+        add_tree(layer, target, SITE, skip=re.compile(r"__pycache__"))
         return layer
+
+
+def drop_foreign_records(site: Path) -> None:
+    """Keep in each RECORD only the files the layer ships, so no build-host path leaks in.
+
+    A RECORD lists the console scripts with their hash, and a script's first line names the
+    interpreter of whichever venv ran pip: two clones would otherwise give two digests.
+    """
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        kept = []
+        for line in record.read_text().splitlines():
+            rel = line.split(",", 1)[0]
+            resolved = (site / rel).resolve()
+            if resolved.is_relative_to(site.resolve()) and resolved.is_file():
+                kept.append(line)
+        record.write_text("\n".join(kept) + "\n")
 
 
 def project_layer(extra: dict[str, bytes] | None = None) -> Layer:
@@ -512,11 +530,12 @@ def main() -> int:
     b.add_argument("--write-examples", action="store_true")
     b.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     b.add_argument("--no-digests-file", action="store_true", help="do not write the digests file")
+    b.add_argument("--python", type=Path, help="the venv whose pip installs the wheels (default .venv)")
     sub.add_parser("lock")
     sub.add_parser("lock-python")
     sub.add_parser("print-digests")
     args = parser.parse_args()
-    venv_python = REPO / ".venv" / "bin" / "python"
+    venv_python = args.python if getattr(args, "python", None) else REPO / ".venv" / "bin" / "python"
     if args.cmd == "lock":
         lock(venv_python)
     elif args.cmd == "lock-python":

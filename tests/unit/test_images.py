@@ -104,7 +104,12 @@ def test_chart_renders_the_built_operator_digest(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_builds_give_identical_digests(tmp_path: Path) -> None:
-    """A forced rebuild from the same tree reproduces every digest of images.json."""
+    """A forced rebuild reproduces every digest of images.json, from a venv at another path.
+
+    A fresh clone has its venv elsewhere: nothing of the build host's paths may reach an image.
+    """
+    elsewhere = tmp_path / "another-clone-venv"
+    elsewhere.symlink_to(REPO / ".venv", target_is_directory=True)
     proc = subprocess.run(
         [
             sys.executable,
@@ -112,8 +117,10 @@ def test_two_builds_give_identical_digests(tmp_path: Path) -> None:
             "build",
             "--force",
             "--no-digests-file",
+            "--python",
+            str(elsewhere / "bin" / "python"),
             "--out",
-            str(tmp_path),
+            str(tmp_path / "oci"),
         ],
         capture_output=True,
         text=True,
