@@ -132,7 +132,7 @@ def test_serving_certificate_chains_to_the_published_ca_and_renews(
         tmp_path / "b.log",
         operator_namespace,
         namespace,
-        SECUREAI_CLOCK_OFFSET_SECONDS=RENEWAL_SKEW,
+        SECUREAI_TEST_CLOCK_OFFSET_SECONDS=RENEWAL_SKEW,
     ).start()
     try:
         renewed = wait_for(

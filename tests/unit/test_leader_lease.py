@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
 
+from secureai.clock import FakeClock
 from secureai.k8s.client import ApiError, KubeClient
 from secureai.k8s.lease import LeaseLock
+
+CLOCK = FakeClock(datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
 
 
 class LeaseApi:
@@ -37,7 +41,10 @@ class LeaseApi:
 
 def locks(api: LeaseApi) -> tuple[LeaseLock, LeaseLock]:
     kube = cast(KubeClient, api)
-    return (LeaseLock(kube, "ns", "l", "a", 1), LeaseLock(kube, "ns", "l", "b", 1))
+    return (
+        LeaseLock(kube, "ns", "l", "a", 1, clock=CLOCK),
+        LeaseLock(kube, "ns", "l", "b", 1, clock=CLOCK),
+    )
 
 
 def test_one_holder_expiry_and_release(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,5 +78,24 @@ def test_two_candidates_never_both_win_the_same_version(monkeypatch: pytest.Monk
     async def run() -> None:
         results = await asyncio.gather(a.try_acquire_or_renew(), b.try_acquire_or_renew())
         assert sorted(results) == [False, True]
+
+    asyncio.run(run())
+
+
+def test_lease_times_come_from_the_injected_clock() -> None:
+    """renewTime and acquireTime are stamped by the process's one clock, not the system's."""
+    api = LeaseApi()
+    clock = FakeClock(datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC))
+    lock = LeaseLock(cast(KubeClient, api), "ns", "l", "a", 1, clock=clock)
+
+    async def run() -> None:
+        assert await lock.try_acquire_or_renew()
+        assert api.lease is not None
+        assert api.lease["spec"]["acquireTime"] == "2031-05-06T07:08:09.123456Z"
+        assert api.lease["spec"]["renewTime"] == "2031-05-06T07:08:09.123456Z"
+        clock.advance(2.5)
+        assert await lock.try_acquire_or_renew()
+        assert api.lease["spec"]["acquireTime"] == "2031-05-06T07:08:09.123456Z"
+        assert api.lease["spec"]["renewTime"] == "2031-05-06T07:08:11.623456Z"
 
     asyncio.run(run())

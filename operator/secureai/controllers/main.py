@@ -10,8 +10,6 @@ import logging
 import os
 import secrets
 import sys
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -19,7 +17,7 @@ from pydantic import ValidationError
 
 from secureai.api import Policy
 from secureai.api.errors import one_line
-from secureai.clock import Clock, SystemClock
+from secureai.clock import process_clock
 from secureai.controllers import metrics
 from secureai.controllers.events import EventRecorder
 from secureai.controllers.handlers import configure_watches, register
@@ -48,26 +46,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
-
-
-@dataclass(frozen=True)
-class OffsetClock:
-    """The system clock moved by a fixed offset.
-
-    Only for the subprocess certificate-renewal test (SECUREAI_CLOCK_OFFSET_SECONDS), until
-    that test injects a FakeClock into an in-process operator; nothing else reads time but
-    through the one injected Clock.
-    """
-
-    offset: timedelta
-
-    def now(self) -> datetime:
-        return SystemClock().now() + self.offset
-
-
-def process_clock() -> Clock:
-    offset = float(os.environ.get("SECUREAI_CLOCK_OFFSET_SECONDS", "0") or 0)
-    return OffsetClock(timedelta(seconds=offset)) if offset else SystemClock()
 
 
 def load_policy(path: str | None) -> Policy:
@@ -148,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"secureai: policy: {exc}", file=sys.stderr)
         return 2
+    try:
+        clock = process_clock(os.environ)  # the process's one clock, handed to all below
+    except ValueError as exc:
+        print(f"secureai: {exc}", file=sys.stderr)
+        return 2
     credentials = load_credentials()
     namespace = os.environ.get("SECUREAI_NAMESPACE", "secureai-system")
     ready = asyncio.Event()
@@ -155,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     lock = None
     if args.peering:
         identity = f"{os.environ.get('HOSTNAME', 'secureai')}-{secrets.token_hex(4)}"
-        lock = LeaseLock(KubeClient(credentials), namespace, args.peering, identity, 1)
+        lock = LeaseLock(KubeClient(credentials), namespace, args.peering, identity, 1, clock=clock)
     leader = Leader(
         lock,
         on_started=lambda: background.append(asyncio.create_task(take_over())),
@@ -163,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
     )
     # The one client of the process: every write passes the leader's gate.
     kube = KubeClient(credentials, may_write=leader.may_write)
-    clock = process_clock()
     hooks = ClusterHooks(kube, policy, namespace, clock)
     events = EventRecorder(kube, clock)
     reconciler = Reconciler(kube, policy, events, hooks=hooks, clock=clock, leading=leader.leading)

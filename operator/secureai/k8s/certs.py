@@ -14,12 +14,11 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from secureai import crypto
-from secureai.clock import Clock, SystemClock
+from secureai.clock import Clock
 from secureai.crypto.ca import CAState, Retired, RotationPolicy
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 
@@ -31,18 +30,6 @@ CA_LIFETIME = timedelta(days=365)
 CLUSTER_DOMAIN_ENV = "SECUREAI_CLUSTER_DOMAIN"
 _REFRESH = timedelta(seconds=60)
 _WRITE_ATTEMPTS = 5
-
-
-class _CallableClock:
-    def __init__(self, fn: Callable[[], datetime]) -> None:
-        self._fn = fn
-
-    def now(self) -> datetime:
-        return self._fn()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def cluster_domain_from_env() -> str:
@@ -116,15 +103,14 @@ class CertificateAuthority:
         kube: KubeClient,
         namespace: str,
         *,
-        clock: Clock | None = None,
-        now: Callable[[], datetime] | None = None,
+        clock: Clock,
         policy: RotationPolicy | None = None,
         cluster_domain: str | None = None,
         refresh: timedelta = _REFRESH,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
-        self.clock: Clock = clock or (_CallableClock(now) if now is not None else SystemClock())
+        self.clock = clock
         self.policy = policy or RotationPolicy(ca_lifetime=CA_LIFETIME)
         domain = cluster_domain or cluster_domain_from_env()
         crypto.ca.permitted_domains(domain)  # validates it

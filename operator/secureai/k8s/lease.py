@@ -3,29 +3,36 @@
 Optimistic concurrency does the locking: every take-over or renewal is a PUT carrying the
 resourceVersion that was read, so two replicas can never both win the same version. A
 candidate takes over only after it has seen the record unchanged for a whole lease
-duration (its own clock: no clock skew between replicas matters), or when it is released.
+duration (on its own monotonic clock: no clock skew between replicas matters), or when it is
+released.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
+from secureai.clock import Clock, micro_iso
 from secureai.k8s.client import ApiError, KubeClient
 
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
 
-def _micro_time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class LeaseLock:
     def __init__(
-        self, kube: KubeClient, namespace: str, name: str, identity: str, duration: int
+        self,
+        kube: KubeClient,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration: int,
+        *,
+        clock: Clock,
     ) -> None:
+        """`clock` stamps renewTime and acquireTime (what people read); who may take over is
+        judged on time.monotonic alone."""
         self.kube = kube
+        self.clock = clock
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration = duration
         self._seen: tuple[str, str] | None = None  # (holder, resourceVersion) last observed
@@ -36,7 +43,7 @@ class LeaseLock:
         return LEASE_PATH.format(namespace=self.namespace) + f"/{self.name}"
 
     def _body(self, current: dict[str, Any] | None, transitions: int) -> dict[str, Any]:
-        now = _micro_time()
+        now = micro_iso(self.clock.now())
         spec = dict((current or {}).get("spec") or {})
         taking = spec.get("holderIdentity") != self.identity
         spec.update(
