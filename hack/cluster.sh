@@ -649,10 +649,18 @@ export SECUREAI_AUDIT_LOG=${STATE}/audit.log
 EOF
 }
 
+# After `make images` on a running cluster: import the rebuilt images into the real node.
+cmd_images() {
+  load_env || die "cluster is not up: run hack/cluster.sh up"
+  [[ "${REAL_NODE:-0}" == 1 ]] || { echo "no real node: nothing to import"; return 0; }
+  import_images
+}
+
 case "${1:-}" in
   up) lock; cmd_up ;;
   down) lock; cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  images) lock; cmd_images ;;
+  *) echo "usage: $0 up|down|status|env|images" >&2; exit 2 ;;
 esac

@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -97,14 +98,23 @@ def load(server: Server, seconds: float, ready_file: str | None) -> None:
 
 
 def main() -> int:
+    # defaults from the environment the operator renders (SECUREAI_MODEL_DIR, SECUREAI_PORT,
+    # SECUREAI_LISTEN_HOST: loopback behind the guard, SECUREAI_TLS_DIR: serve TLS without one)
+    env = os.environ.get
     parser = argparse.ArgumentParser(prog="modelserver")
-    parser.add_argument("--model-dir", default="/models")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - inside the pod
+    parser.add_argument("--model-dir", default=env("SECUREAI_MODEL_DIR", "/models"))
+    parser.add_argument("--port", type=int, default=int(env("SECUREAI_PORT", "8080")))
+    parser.add_argument("--host", default=env("SECUREAI_LISTEN_HOST", "0.0.0.0"))  # noqa: S104
+    parser.add_argument("--tls-dir", default=env("SECUREAI_TLS_DIR"))
     parser.add_argument("--load-seconds", type=float, default=0.0)
     parser.add_argument("--ready-file")
     args = parser.parse_args()
     server = Server((args.host, args.port), Path(args.model_dir))
+    if args.tls_dir:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(f"{args.tls_dir}/tls.crt", f"{args.tls_dir}/tls.key")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=load, args=(server, args.load_seconds, args.ready_file), daemon=True).start()
     print(f"modelserver: serving {args.model_dir} on {args.host}:{args.port}", flush=True)
     server.serve_forever()

@@ -230,6 +230,52 @@ class Guard(Model):
     )
 
 
+class HealthCheck(Model):
+    """One health check of the model server, run by the kubelet.
+
+    With a path, an HTTP GET that must answer 2xx or 3xx; without one, a TCP connect. With the
+    guard, the model server listens on loopback only: the guard relays the check
+    (`/upstream/ready`, `/upstream/live` on its metrics port), so the model server's port is
+    never opened to the pod network for the kubelet's sake.
+    """
+
+    path: str | None = Field(
+        default=None,
+        pattern=r"^/[!-~]*$",
+        max_length=256,
+        description="HTTP path (e.g. `/ready`). Omitted: a TCP connect to the port.",
+    )
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port. Omitted: the model server's `port`."
+    )
+    initial_delay_seconds: int | None = Field(
+        default=None, ge=0, le=3600, description="Wait before the first check (default 0)."
+    )
+    period_seconds: int | None = Field(
+        default=None, ge=1, le=3600, description="Interval between checks."
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, le=3600, description="Timeout of one check (default 1)."
+    )
+    failure_threshold: int | None = Field(
+        default=None, ge=1, le=1000, description="Failures in a row that count as failed."
+    )
+
+
+class ModelServerProbes(Model):
+    """When the model server receives traffic (readiness) and when it is restarted (liveness)."""
+
+    readiness: HealthCheck | None = Field(
+        default=None,
+        description="Traffic only once this passes. Default: a TCP connect every 5 s.",
+    )
+    liveness: HealthCheck | None = Field(
+        default=None,
+        description="Restart after this fails. Default: a TCP connect every 10 s, failing after "
+        "6 failures in a row (one minute), so a slow model load is not killed.",
+    )
+
+
 class SecureInferenceServiceSpec(WorkloadSpec):
     """Desired state of a SecureInferenceService."""
 
@@ -240,6 +286,9 @@ class SecureInferenceServiceSpec(WorkloadSpec):
     model: ModelSource = Field(description="Signed model, verified before the server starts.")
     tls: Tls | None = Field(default=None, description="Serving certificate.")
     guard: Guard | None = Field(default=None, description="Guard sidecar.")
+    probes: ModelServerProbes | None = Field(
+        default=None, description="Readiness and liveness of the model server."
+    )
 
 
 class ObjectMeta(Model):

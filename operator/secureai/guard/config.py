@@ -31,6 +31,15 @@ MAX_CUSTOM_MATCH_CHARS = 4096
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+class UpstreamCheck(BaseModel):
+    """A health check of the model server that the guard relays for the kubelet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: Port
+    path: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=256)] | None = None
+
+
 class ConfigError(Exception):
     """The guard configuration is unusable; the message is one line."""
 
@@ -92,6 +101,10 @@ class GuardConfig(BaseModel):
     allow_uninspectable_paths: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=64
     )
+
+    # The model server's readiness and liveness, relayed on the metrics port as
+    # /upstream/ready and /upstream/live (it listens on loopback, out of the kubelet's reach).
+    upstream_checks: dict[Literal["ready", "live"], UpstreamCheck] = Field(default_factory=dict)
 
     # Optional extras (the renderer may omit them).
     listen_host: str | None = None  # None: all interfaces; tests use 127.0.0.1

@@ -542,6 +542,36 @@ class Guard:
         self._upstream_ok_at = now
         return True
 
+    async def upstream_check(self, which: str) -> tuple[int, str]:
+        """Run the model server's own check (`ready` or `live`) from inside the pod."""
+        check = self.cfg.upstream_checks.get(which)  # type: ignore[call-overload]
+        if check is None:
+            return 404, f"no {which} check configured"
+        if check.path is None:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", check.port), 1.0
+                )
+            except (OSError, TimeoutError):
+                return 503, "model server port closed"
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return 200, "ok"
+        url = f"http://127.0.0.1:{check.port}{check.path}"
+        timeout = aiohttp.ClientTimeout(total=self.cfg.upstream_timeout_s)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, allow_redirects=False) as resp,
+            ):
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 503, "model server unreachable"
+        if 200 <= status < 400:
+            return 200, "ok"
+        return 503, f"model server answered {status}"
+
     # ------------------------------------------------------------------ apps
 
     def app(self) -> web.Application:
@@ -569,7 +599,13 @@ class Guard:
 
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/healthz", healthz)
+
+        async def upstream(request: web.Request) -> web.Response:
+            status, reason = await self.upstream_check(request.match_info["which"])
+            return web.json_response({"status": reason}, status=status)
+
         app.router.add_get("/readyz", readyz)
+        app.router.add_get("/upstream/{which:ready|live}", upstream)
         return app
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from secureai.api import Policy, SecureInferenceService
+from secureai.api.kinds import HealthCheck
 from secureai.render.meta import metadata, selector
 from secureai.render.pod import PodParts, helper_container, pod_template
 
@@ -46,6 +47,60 @@ def service_dns_names(
     return [f"{name}.{ns}.svc", f"{name}.{ns}.svc.{cluster_domain}"]
 
 
+# (period, failure threshold): readiness reacts in seconds; liveness waits a minute, so a slow
+# model load is not killed in a restart loop
+PROBE_DEFAULTS = {"ready": (5, 3), "live": (10, 6)}
+
+
+def _check(cr: SecureInferenceService, which: str) -> HealthCheck:
+    probes = cr.spec.probes
+    found = (probes.readiness if which == "ready" else probes.liveness) if probes else None
+    return found or HealthCheck()
+
+
+def upstream_checks(cr: SecureInferenceService) -> dict[str, dict[str, Any]]:
+    """The model server's checks as the guard relays them (always loopback)."""
+    out = {}
+    for which in PROBE_DEFAULTS:
+        check = _check(cr, which)
+        out[which] = {"port": check.port or cr.spec.port, "path": check.path}
+    return out
+
+
+def model_server_probes(cr: SecureInferenceService) -> dict[str, Any]:
+    """readinessProbe and livenessProbe of the model server container.
+
+    Behind the guard the server listens on loopback, so the kubelet asks the guard's relay;
+    without it the server terminates TLS itself and is asked directly.
+    """
+    out = {}
+    for which, field_name in (("ready", "readinessProbe"), ("live", "livenessProbe")):
+        check = _check(cr, which)
+        period, failures = PROBE_DEFAULTS[which]
+        port = check.port or cr.spec.port
+        action: dict[str, Any]
+        if guard_enabled(cr):
+            action = {
+                "httpGet": {
+                    "path": f"/upstream/{which}",
+                    "port": GUARD_METRICS_PORT,
+                    "scheme": "HTTP",
+                }
+            }
+        elif check.path:
+            action = {"httpGet": {"path": check.path, "port": port, "scheme": "HTTPS"}}
+        else:
+            action = {"tcpSocket": {"port": port}}
+        out[field_name] = action | {
+            "initialDelaySeconds": check.initial_delay_seconds or 0,
+            "periodSeconds": check.period_seconds or period,
+            "timeoutSeconds": check.timeout_seconds or 1,
+            "failureThreshold": check.failure_threshold or failures,
+            "successThreshold": 1,
+        }
+    return out
+
+
 def guard_config(cr: SecureInferenceService) -> dict[str, Any]:
     """The guard's configuration file (contract: secureai.guard.config.GuardConfig)."""
     guard = cr.spec.guard
@@ -74,6 +129,7 @@ def guard_config(cr: SecureInferenceService) -> dict[str, Any]:
         "client_identity_header": None,
         "redact_request_bodies": bool(redaction and redaction.requests),
         "allow_uninspectable_paths": list(guard.allow_uninspectable_paths or []),
+        "upstream_checks": upstream_checks(cr),
     }
 
 
@@ -114,6 +170,7 @@ def _parts(cr: SecureInferenceService, policy: Policy) -> PodParts:
     )
     parts.mounts.append(model_volume)
     parts.ports.append({"name": "http", "containerPort": spec.port, "protocol": "TCP"})
+    parts.probes = model_server_probes(cr)
     parts.env.append({"name": "SECUREAI_MODEL_DIR", "value": MODEL_DIR})
     parts.env.append({"name": "SECUREAI_PORT", "value": str(spec.port)})
     tls_mount = {"name": "tls", "mountPath": TLS_DIR, "readOnly": True}

@@ -115,6 +115,7 @@ class PodParts:
     sidecars: list[dict[str, Any]] = field(default_factory=list)
     env: list[dict[str, str]] = field(default_factory=list)
     ports: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)
 
 
 def helper_container(
@@ -172,6 +173,7 @@ def pod_template(cr: Workload, policy: Policy, main: str, parts: PodParts) -> di
         container["env"] = env
     if parts.ports:
         container["ports"] = parts.ports
+    container.update(parts.probes)
     container["resources"] = guaranteed(spec.resources.cpu, spec.resources.memory, spec.gpu_count)
     container["securityContext"] = container_security_context(policy)
     container["volumeMounts"] = mounts + parts.mounts
