@@ -6,7 +6,9 @@ day through two complete rotations. At every step the serving certificate it ret
 installed in a running ``secureai guard`` (which reloads it from disk), and two consumers make
 real TLS handshakes to the guard with ``openssl s_client -attime`` (chain and hostname checked
 at the simulated time): one holding the bundle read from the ConfigMap now, one holding the
-bundle read ``propagation`` ago.
+bundle read ``propagation`` ago. Every certificate issued earlier that has not expired yet (a
+Service whose Secret was not refreshed) must still verify against the bundle published now:
+the old CA leaves the bundle only after the last certificate it signed has expired.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pytest
 
 from clusterkit import Cluster
 from secureai import crypto
+from secureai.clock import FakeClock
 from secureai.crypto.ca import RotationPolicy
 from secureai.k8s.certs import CA_BUNDLE_CONFIGMAP, CA_SECRET, CertificateAuthority, state_from_data
 from secureai.k8s.client import KubeClient, load_credentials
@@ -43,14 +46,7 @@ POLICY = RotationPolicy(
 NAMES = crypto.service_dns_names("web", "team-a")
 HOST = NAMES[0]
 DEADLINE = 30.0
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.moment = start
-
-    def now(self) -> datetime:
-        return self.moment
+STEP = DAY / 3  # a third of a serving certificate's life: the one in use outlives a promotion
 
 
 def _free_port() -> int:
@@ -159,6 +155,8 @@ async def _rotate(cluster: Cluster, op_ns: str, port: int, tls: Path, tmp: Path)
     clock = FakeClock(start)
     published: list[tuple[datetime, bytes]] = []
     actives: list[str] = []
+    issued: list[bytes] = []
+    overlapped = 0  # checks of a still-valid certificate signed by a CA that no longer issues
     resource_versions: set[str] = set()
     async with KubeClient(load_credentials(str(cluster.kubeconfig))) as kube:
         replicas = [CertificateAuthority(kube, op_ns, clock=clock, policy=POLICY) for _ in range(2)]
@@ -188,11 +186,27 @@ async def _rotate(cluster: Cluster, op_ns: str, port: int, tls: Path, tmp: Path)
             lagging = held[-1] if held else published[0][1]
             for who, trusted in (("lagging", lagging), ("current", bundle)):
                 ok, detail = _handshake(port, trusted, now, tmp)
-                assert ok, f"{who} consumer at day {(now - start) / DAY:.0f}: {detail}"
-            clock.moment += DAY
+                assert ok, f"{who} consumer at day {(now - start) / DAY:.1f}: {detail}"
+            if cert not in issued:
+                issued.append(cert)
+            for earlier in issued:
+                if now < crypto.cert_expiry(earlier):
+                    crypto.verify_chain(earlier, bundle, now, HOST)  # raises CAError
+                    overlapped += not _chains(earlier, state.active.cert_pem, now)
+            clock.advance(STEP.total_seconds())
     assert len(actives) >= 3, "expected two completed rotations"
+    assert overlapped >= 2, "no certificate outlived a promotion: the overlap was not tested"
     assert len(crypto.bundle_certs(bundle)) <= 2
     assert len(resource_versions) > 4
+
+
+def _chains(cert: bytes, ca_pem: bytes, at: datetime) -> bool:
+    """Whether ``cert`` chains to ``ca_pem`` at ``at``."""
+    try:
+        crypto.verify_chain(cert, ca_pem, at)
+    except crypto.CAError:
+        return False
+    return True
 
 
 def _der(pem: bytes) -> bytes:
