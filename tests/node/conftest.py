@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clusterkit import Cluster, ClusterUnavailable, ensure_cluster, release_cluster, wait_for
 from clusterkit import _read_env as read_cluster_env
+from operatorkit import TEST_POLICY, OperatorProcess, install_crds, operator_kubeconfig
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,3 +84,22 @@ def namespace_factory(cluster: Cluster, real_node: str) -> Iterator[Callable[...
     yield make
     for name in made:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def e2e_operator(
+    cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install_crds(cluster)
+    folder = tmp_path_factory.mktemp("e2e-operator")
+    policy_file = folder / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(TEST_POLICY))
+    process = OperatorProcess(
+        cluster,
+        operator_kubeconfig(cluster, folder / "kubeconfig"),
+        policy_file,
+        folder / "operator.log",
+        namespaces=("t-*",),
+    ).start()
+    yield process
+    process.stop()

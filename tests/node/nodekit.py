@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from clusterkit import REPO, Cluster, wait_for
@@ -296,3 +297,31 @@ def promised(
 
 def short_id() -> str:
     return uuid.uuid4().hex[:6]
+
+
+def pin_to_real_node(cluster: Cluster, ns: str) -> None:
+    """Every pod of `ns` lands on the real node (PodNodeSelector, PodTolerationRestriction)."""
+    selector = ",".join(f"{k}={v}" for k, v in REAL_NODE_SELECTOR.items())
+    cluster.kubectl(
+        "annotate",
+        "namespace",
+        ns,
+        f"scheduler.alpha.kubernetes.io/node-selector={selector}",
+        "scheduler.alpha.kubernetes.io/defaultTolerations=" + json.dumps([REAL_NODE_TOLERATION]),
+        "--overwrite",
+    )
+
+
+def volume_dir(cluster: Cluster, ns: str, claim: str) -> Path:
+    def bound() -> str:
+        pvc = cluster.kubectl_json("-n", ns, "get", "pvc", claim)
+        return (
+            str(pvc["spec"].get("volumeName") or "")
+            if pvc["status"].get("phase") == "Bound"
+            else ""
+        )
+
+    pv = cluster.kubectl_json(
+        "get", "pv", wait_for(bound, timeout=60, description=f"{claim} Bound")
+    )
+    return Path(pv["spec"]["hostPath"]["path"])

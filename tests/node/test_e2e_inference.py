@@ -16,24 +16,20 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from nodekit import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, UID, image, real_pod
+from nodekit import UID, image, pin_to_real_node, real_pod, volume_dir
 from nodekit import restricted_container as container
 
 from clusterkit import Cluster, wait_for
 from operatorkit import (
-    TEST_POLICY,
     OperatorProcess,
     apply_yaml,
     condition,
     events_for,
-    install_crds,
-    operator_kubeconfig,
     utc_now,
 )
 
@@ -46,59 +42,12 @@ def secureai(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SECUREAI, *args], capture_output=True, text=True, check=True)
 
 
-def pin_to_real_node(cluster: Cluster, ns: str) -> None:
-    """Every pod of `ns` lands on the real node (PodNodeSelector, PodTolerationRestriction)."""
-    selector = ",".join(f"{k}={v}" for k, v in REAL_NODE_SELECTOR.items())
-    cluster.kubectl(
-        "annotate",
-        "namespace",
-        ns,
-        f"scheduler.alpha.kubernetes.io/node-selector={selector}",
-        "scheduler.alpha.kubernetes.io/defaultTolerations=" + json.dumps([REAL_NODE_TOLERATION]),
-        "--overwrite",
-    )
-
-
-@pytest.fixture(scope="module")
-def e2e_operator(
-    cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    folder = tmp_path_factory.mktemp("e2e-operator")
-    policy_file = folder / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(TEST_POLICY))
-    process = OperatorProcess(
-        cluster,
-        operator_kubeconfig(cluster, folder / "kubeconfig"),
-        policy_file,
-        folder / "operator.log",
-        namespaces=("t-*",),
-    ).start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("signer")
     private, public = folder / "signer.key", folder / "signer.pub"
     secureai("model", "keygen", "--private-key", str(private), "--public-key", str(public))
     return private, public
-
-
-def _volume_dir(cluster: Cluster, ns: str, claim: str) -> Path:
-    def bound() -> str:
-        pvc = cluster.kubectl_json("-n", ns, "get", "pvc", claim)
-        return (
-            str(pvc["spec"].get("volumeName") or "")
-            if pvc["status"].get("phase") == "Bound"
-            else ""
-        )
-
-    pv = cluster.kubectl_json(
-        "get", "pv", wait_for(bound, timeout=60, description=f"{claim} Bound")
-    )
-    return Path(pv["spec"]["hostPath"]["path"])
 
 
 def signed_model_claim(
@@ -134,7 +83,7 @@ def signed_model_claim(
     secureai("model", "sign", "--model", str(model), "--private-key", str(private_key))
     if tamper is not None:
         tamper(model)
-    volume = _volume_dir(cluster, ns, claim)
+    volume = volume_dir(cluster, ns, claim)
     shutil.copytree(model, volume, dirs_exist_ok=True)
     for path in [volume, *volume.rglob("*")]:
         os.chown(path, UID, UID)

@@ -12,6 +12,7 @@ from secureai.render.status import (
     Observed,
     compute_status,
     init_failure,
+    pod_failure,
     rejected_status,
     verified_model,
 )
@@ -176,3 +177,40 @@ def test_lineage_and_model_failure_in_status() -> None:
     assert status["lineage"]["modelSigner"] == "sha256:cd"
     assert status["phase"] == "Degraded"
     assert cond(status, "Ready")["reason"] == "ModelVerificationFailed"
+
+
+def test_a_failed_job_says_which_container_failed_and_why() -> None:
+    cr = load("training-single-gpu.yaml")
+    assert isinstance(cr, SecureTrainingJob)
+    pods = [
+        {
+            "metadata": {"name": "train-0-x"},
+            "status": {
+                "initContainerStatuses": [
+                    {"name": "decrypt-0", "state": {"terminated": {"exitCode": 0}}},
+                    {
+                        "name": "decrypt-1",
+                        "state": {
+                            "terminated": {
+                                "exitCode": 2,
+                                "message": "progress...\nsecureai: wrong key for f.bin\n",
+                            }
+                        },
+                    },
+                ],
+                "containerStatuses": [
+                    {"name": "trainer", "state": {"terminated": {"exitCode": 1}}}
+                ],
+            },
+        }
+    ]
+    reason = pod_failure(pods)
+    assert reason == "decrypt-1 failed in pod train-0-x: secureai: wrong key for f.bin"
+    assert pod_failure([{"metadata": {"name": "p"}, "status": {}}]) is None
+    failed = {"status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    job = ("Job", cr.metadata.name)
+    status = compute_status(
+        cr, POLICY, Observed(children={job: failed}, job_failure=reason), None, T0
+    )
+    assert status["phase"] == "Failed"
+    assert cond(status, "Ready")["message"] == f"the Job failed: {reason}"

@@ -35,6 +35,7 @@ from secureai.render.status import (
     Observed,
     compute_status,
     init_failure,
+    pod_failure,
     rejected_status,
     verified_model,
 )
@@ -373,7 +374,10 @@ class Reconciler:
         """Ask a model server's pods what model-verify said: a failure while the Deployment
         is not available, or the verified digest and signer once (status lineage)."""
         model = entry.model
-        if model is None or isinstance(model, SecureTrainingJob):
+        if model is None:
+            return None
+        if isinstance(model, SecureTrainingJob):
+            await self._inspect_failed_job(entry, model)
             return None
         live = self.state.live_children(workload_key_of_cr(entry.body))
         deployment = live.get(("Deployment", entry.name))
@@ -392,6 +396,20 @@ class Reconciler:
             entry.model_digest, entry.model_signer = verified
         return None if available else init_failure(pods, "model-verify")
 
+    async def _inspect_failed_job(self, entry: Entry, model: SecureTrainingJob) -> None:
+        """Once per generation of a failed Job: which container failed, and its one line."""
+        job = self.state.live_children(workload_key_of_cr(entry.body)).get(("Job", entry.name))
+        failed = any(
+            c.get("type") == "Failed" and c.get("status") == "True"
+            for c in ((job or {}).get("status") or {}).get("conditions") or []
+        )
+        if not failed or entry.job_failure_generation == entry.generation:
+            return
+        selector_text = ",".join(f"{k}={v}" for k, v in selector(model).items())
+        pods = await self.kube.list("Pod", entry.namespace, label_selector=selector_text)
+        entry.job_failure = pod_failure(pods)
+        entry.job_failure_generation = entry.generation
+
     def _observed(self, entry: Entry, failure: str | None = None) -> Observed:
         key = workload_key_of_cr(entry.body)
         live = self.state.live_children(key)
@@ -408,6 +426,7 @@ class Reconciler:
             drift_last_object=entry.drift_last_object,
             drift_last_change=entry.drift_last_change,
             init_failure=failure,
+            job_failure=entry.job_failure,
             model_digest=entry.model_digest,
             model_signer=entry.model_signer,
         )

@@ -57,6 +57,8 @@ class Entry:
     model_digest: str | None = None
     model_signer: str | None = None
     lineage_generation: int = -1
+    job_failure: str | None = None
+    job_failure_generation: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # reconcile and revert
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # status writes
     status_pending: bool = False

@@ -20,6 +20,8 @@ class Observed:
     children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
     init_failure: str | None = None
+    # Why a training pod failed: its first container (init containers first) that exited non-zero.
+    job_failure: str | None = None
     foreign_policies: tuple[str, ...] = ()
     # (status, reason, message) of Isolated as judged from live pods and policies (judge/).
     isolation: tuple[str, str, str] | None = None
@@ -103,7 +105,8 @@ def _readiness(cr: Workload, obs: Observed) -> tuple[str, str, str, str, bool]:
         if _is_true(job, "Complete"):
             return "Succeeded", "True", "Succeeded", f"{workers} of {workers} workers done", True
         if _is_true(job, "Failed"):
-            return "Failed", "False", "Failed", "the Job failed", True
+            why = f"the Job failed: {obs.job_failure}" if obs.job_failure else "the Job failed"
+            return "Failed", "False", "Failed", why, True
         ready = int(st.get("ready") or 0)
         if job and ready + int(st.get("succeeded") or 0) >= workers:
             return "Running", "True", "Running", f"{ready} of {workers} workers ready", True
@@ -256,6 +259,23 @@ def init_failure(pods: list[dict[str, Any]], container: str) -> str | None:
                 if done and int(done.get("exitCode") or 0) != 0:
                     detail = (done.get("message") or done.get("reason") or "failed").strip()
                     return f"{container} failed in pod {pod['metadata']['name']}: {detail}"[:500]
+    return None
+
+
+def pod_failure(pods: list[dict[str, Any]]) -> str | None:
+    """The first container, init containers first, that exited non-zero, with its one line."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]:
+            done = (container.get("state") or {}).get("terminated") or {}
+            if done and int(done.get("exitCode") or 0) != 0:
+                lines = (done.get("message") or done.get("reason") or "failed").strip().splitlines()
+                detail = lines[-1] if lines else "failed"
+                name = pod["metadata"]["name"]
+                return f"{container.get('name')} failed in pod {name}: {detail}"[:500]
     return None
 
 
