@@ -426,7 +426,7 @@ real_node_up() {
   start kube-router "${BINDIR}/kube-router" --kubeconfig="${STATE}/kube-router.kubeconfig" \
     --hostname-override="${NODE_NAME}" --run-firewall=true --run-router=false --run-service-proxy=false \
     --run-loadbalancer=false --enable-ipv4=true --enable-ipv6=false --enable-cni=false \
-    --metrics-port=0 --health-port=0 --iptables-sync-period=5m
+    --metrics-port=0 --health-port=0 --iptables-sync-period=5m --v=1
   wait_until "node ${NODE_NAME} Ready" kubelet node_ready
   kc patch node "${NODE_NAME}" --type=merge -p "{\"spec\":{\"podCIDR\":\"${NODE_POD_CIDR}\",\"podCIDRs\":[\"${NODE_POD_CIDR}\"]}}" >/dev/null 2>&1 || true
   wait_until "kube-router's firewall chains" kube-router kube_router_ready
