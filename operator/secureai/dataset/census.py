@@ -1,8 +1,9 @@
 """Scanning and pseudonymising a dataset's files, streaming in bounded memory.
 
 Text, CSV and JSON Lines are read as a byte stream in 1 MiB pieces (Latin-1, so offsets are
-byte offsets) through the shared detection engine's stream scanner, which holds back only the
-tail that could still be the start of a value: a value split across pieces or lines is found
+byte offsets) through the shared detection engine's prefilter (``secureai.pii.prefilter``):
+the detectors run only on the windows around candidate bytes, and a window still open at the
+end of a piece is carried into the next, so a value split across pieces or lines is found
 whole. Parquet is read batch by batch with pyarrow, each string cell scanned on its own.
 """
 
@@ -157,37 +158,37 @@ def text_pass(
     stream = engine.stream()
     line = 1
 
-    def handle(piece: tuple[int, str, list[Match]]) -> bytes:
+    def handle(piece: tuple[int, bytes, list[Match]]) -> bytes:
         nonlocal line
-        offset, text, matches = piece
+        offset, data, matches = piece
         if matches:
             cur, cur_line = 0, line
             for m in matches:
                 rel = m.start - offset
-                cur_line += text.count("\n", cur, rel)
+                cur_line += data.count(b"\n", cur, rel)
                 cur = rel
                 where = {"type": m.type, "offset": m.start, "line": cur_line}
                 where["length"] = m.end - m.start
                 result.add(m.type, where, max_locations)
-        line += text.count("\n")
+        line += data.count(b"\n")
         if pseudo is None:
             return b""
         if matches:
-            out: list[str] = []
+            out: list[bytes] = []
             cur = 0
             for m in matches:
                 s, e = m.start - offset, m.end - offset
-                out.append(text[cur:s])
-                out.append(pseudo(m.type, text[s:e]))
+                out.append(data[cur:s])
+                out.append(pseudo(m.type, data[s:e].decode(ENCODING)).encode(ENCODING))
                 cur = e
-            out.append(text[cur:])
-            text = "".join(out)
-        return text.encode(ENCODING)
+            out.append(data[cur:])
+            return b"".join(out)
+        return data
 
     for chunk in chunks:
         result.bytes += len(chunk)
         progress(len(chunk))
-        yield handle(stream.feed(chunk.decode(ENCODING)))
+        yield handle(stream.feed(chunk))
     yield handle(stream.flush())
 
 

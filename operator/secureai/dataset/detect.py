@@ -12,7 +12,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from secureai.pii import TYPES, Redactor, Segment, StreamScanner
+from secureai.pii import TYPES, Redactor
+from secureai.pii.prefilter import WindowScanner
 
 __all__ = ["TYPES", "Match", "Stream", "build", "is_reserved", "parse_types"]
 
@@ -83,30 +84,35 @@ def build(types: Iterable[str]) -> Engine:
 
 
 class Stream:
-    """Detection over text fed in pieces: values split across pieces are still found whole.
+    """Detection over a byte stream (Latin-1) fed in pieces: values split across pieces are
+    still found whole.
 
-    ``feed``/``flush`` return ``(offset, text, matches)``: the committed text that starts at
-    stream offset ``offset`` and the matches inside it (sorted, stream offsets). The
-    concatenation of every returned text is the input.
+    ``feed``/``flush`` return ``(offset, data, matches)``: the committed bytes that start at
+    stream offset ``offset`` and the matches inside them (sorted, stream offsets). The
+    concatenation of every returned ``data`` is the input. The engine runs only on the
+    prefilter's windows (``secureai.pii.prefilter``): the matches are those of the engine on
+    the whole stream.
     """
 
     __slots__ = ("_scanner",)
 
     def __init__(self, engine: Engine) -> None:
-        self._scanner = StreamScanner(engine._redactor)
+        self._scanner = WindowScanner(engine._redactor)
 
     @staticmethod
-    def _out(seg: Segment) -> tuple[int, str, list[Match]]:
-        offset, text = seg.offset, seg.text
+    def _out(
+        piece: tuple[int, bytes, list[tuple[int, int, str]]],
+    ) -> tuple[int, bytes, list[Match]]:
+        offset, data, spans = piece
         matches = [
-            Match(d.type, s, e)
-            for s, e, d in seg.spans
-            if not is_reserved(d.type, text[s - offset : e - offset])
+            Match(kind, s, e)
+            for s, e, kind in spans
+            if not is_reserved(kind, data[s - offset : e - offset].decode(ENCODING))
         ]
-        return offset, text, matches
+        return offset, data, matches
 
-    def feed(self, text: str) -> tuple[int, str, list[Match]]:
-        return self._out(self._scanner.feed(text))
+    def feed(self, data: bytes) -> tuple[int, bytes, list[Match]]:
+        return self._out(self._scanner.feed(data))
 
-    def flush(self) -> tuple[int, str, list[Match]]:
+    def flush(self) -> tuple[int, bytes, list[Match]]:
         return self._out(self._scanner.flush())
