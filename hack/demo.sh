@@ -15,10 +15,15 @@ kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/securetrainingjobs.secureai.dev \
   crd/secureinferenceservices.secureai.dev --timeout=60s
 
-say "Namespaces and what the examples expect to exist (model volumes, signer key)"
+say "Namespaces, a real signing key and a signed model"
 for ns in ml-team ml-serving secureai-system; do
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 done
+DEMO=$STATE/demo
+mkdir -p "$DEMO"
+if [ ! -f "$DEMO/signer.pub" ]; then
+  .venv/bin/secureai model keygen --private-key "$DEMO/signer.key" --public-key "$DEMO/signer.pub"
+fi
 for claim in chat-llm-weights embeddings-model; do
   cat <<YAML | kubectl apply -f - >/dev/null
 apiVersion: v1
@@ -30,10 +35,11 @@ spec:
   resources: {requests: {storage: 10Gi}}
 YAML
 done
-kubectl -n ml-serving create configmap model-signer --from-literal=signer.pub=demo \
+kubectl -n ml-serving create configmap model-signer --from-file=signer.pub="$DEMO/signer.pub" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n ml-team create secret generic wandb-credentials --from-literal=key=demo \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+echo "model-signer ConfigMap holds $(head -1 "$DEMO/signer.pub")"
 
 say "Operator (logs: $STATE/logs/operator.log)"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
@@ -72,6 +78,13 @@ echo "replicas back to $(kubectl -n ml-serving get deployment chat-llm -o jsonpa
 after $(( (after - before) / 1000000 )) ms (including two kubectl round trips)"
 kubectl -n ml-serving get events --field-selector reason=DriftReverted \
   -o custom-columns=TIME:.lastTimestamp,REASON:.reason,MESSAGE:.message | tail -3
+
+REAL_NODE=$(sed -n 's/^REAL_NODE=//p' "$STATE/cluster.env" | tail -1)
+if [ "${REAL_NODE:-0}" = 1 ]; then
+  hack/demo-realnode.sh
+else
+  say "No real node in this cluster: the guarded call and the packet-level tamper are skipped"
+fi
 
 cat <<TXT
 

@@ -7,17 +7,22 @@ reason): a CI machine that can run the node must never pass these by skipping.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from nodekit import TokenWatch, image, real_pod, restricted_container
 
-from clusterkit import Cluster, ClusterUnavailable, ensure_cluster, release_cluster, wait_for
+from clusterkit import REPO, Cluster, ClusterUnavailable, ensure_cluster, release_cluster, wait_for
 from clusterkit import _read_env as read_cluster_env
 from operatorkit import TEST_POLICY, OperatorProcess, install_crds, operator_kubeconfig
+from secureai.api import Policy, parse_workload
+from secureai.render.pod import TOKEN_DIR, token_volume
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,7 +37,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # first, on a fresh node: the resilience tests restart the API server, and kube-router's
     # recovery from that is not what these tests measure
     others = [item for item in items if item not in ours]
-    items[:] = ours + others
+    # the token rotation check waits on the kubelet (80 % of 600 s): it goes last, so the
+    # rest of the suite covers the wait; the demo's operator watches the whole cluster: it
+    # goes after every other real-node test, before the integration tests restart anything
+    last = [item for item in ours if "test_token_rotation" in item.nodeid]
+    demo = [item for item in ours if "test_demo" in item.nodeid]
+    first = [item for item in ours if item not in last and item not in demo]
+    items[:] = first + demo + others + last
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +114,62 @@ def e2e_operator(
     ).start()
     yield process
     process.stop()
+
+
+WATCH_TOKEN = """
+import base64, json, time
+seen = None
+while True:
+    try:
+        token = open('/var/run/secrets/secureai/tokens/token').read()
+        part = token.split('.')[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + '=' * (-len(part) % 4)))
+        if claims['iat'] != seen:
+            seen = claims['iat']
+            print(json.dumps({'iat': claims['iat'], 'exp': claims['exp'], 'aud': claims['aud'],
+                              'seen': int(time.time())}), flush=True)
+    except OSError:
+        pass
+    time.sleep(2)
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_watch(cluster: Cluster, real_node: str) -> Iterator[TokenWatch]:
+    """A pod with the token volume the operator renders, watching its token from the first
+    real-node test on (see test_token_rotation.py)."""
+    policy = Policy.from_yaml(REPO / "examples" / "policy.yaml")
+    cr = parse_workload(
+        {
+            "apiVersion": "secureai.dev/v1alpha1",
+            "kind": "SecureTrainingJob",
+            "metadata": {"name": "rotation", "namespace": "x"},
+            "spec": {"image": image("trainer"), "resources": {"cpu": "50m", "memory": "64Mi"}},
+        }
+    )
+    volume = token_volume(cr, policy)
+    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+    ns = f"t-rotation-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    wait_for(
+        lambda: cluster.kubectl("-n", ns, "get", "sa", "default", check=False).returncode == 0,
+        timeout=30,
+        description=f"default ServiceAccount in {ns}",
+    )
+    container = restricted_container(
+        "watch", image("secureai-operator"), ["/usr/bin/python3.11", "-c", WATCH_TOKEN]
+    )
+    container["volumeMounts"] = [{"name": "tokens", "mountPath": TOKEN_DIR, "readOnly": True}]
+    pod = real_pod("token-watch", ns, [container])
+    pod["spec"]["volumes"] = [volume]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for(
+        lambda: cluster.kubectl("-n", ns, "logs", "token-watch", check=False).stdout.strip(),
+        timeout=120,
+        description="the token watcher's first line",
+    )
+    yield TokenWatch(
+        ns, "token-watch", source["audience"], source["expirationSeconds"], time.monotonic()
+    )
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -325,3 +325,14 @@ def volume_dir(cluster: Cluster, ns: str, claim: str) -> Path:
         "get", "pv", wait_for(bound, timeout=60, description=f"{claim} Bound")
     )
     return Path(pv["spec"]["hostPath"]["path"])
+
+
+@dataclass
+class TokenWatch:
+    """A pod logging each projected token it sees (test_token_rotation.py)."""
+
+    namespace: str
+    pod: str
+    audience: str
+    lifetime: int
+    started: float
