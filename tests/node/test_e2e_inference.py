@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from operatorkit import (
 
 SECUREAI = [sys.executable, "-m", "secureai.cli.main"]
 PII_EMAIL = "jane.doe@example.org"
+# SECUREAI_E2E_MODEL_MIB=100 measures verification of a 100 MiB model (issue 12's figures)
+MODEL_BYTES = int(float(os.environ.get("SECUREAI_E2E_MODEL_MIB", "0.0625")) * (1 << 20))
 PII_CARD = "4111 1111 1111 1111"
 
 
@@ -165,6 +168,7 @@ def endpoints(cluster: Cluster, ns: str, service: str) -> list[str]:
 
 
 CLIENT = (Path(__file__).resolve().parent / "tls_client.py").read_text()
+LATENCY = (Path(__file__).resolve().parent / "latency_client.py").read_text()
 
 
 def client_pod(cluster: Cluster, ns: str, name: str, labels: dict[str, str], ca_pem: str) -> str:
@@ -176,7 +180,7 @@ def client_pod(cluster: Cluster, ns: str, name: str, labels: dict[str, str], ca_
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": f"{name}-ca", "namespace": ns},
-                "data": {"ca.crt": ca_pem, "client.py": CLIENT},
+                "data": {"ca.crt": ca_pem, "client.py": CLIENT, "latency.py": LATENCY},
             }
         ),
     )
@@ -220,6 +224,10 @@ def call(
     return dict(json.loads(out))
 
 
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _decode_jwt(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
@@ -246,7 +254,7 @@ def test_guarded_inference_end_to_end(
     pin_to_real_node(cluster, ns)
     private, public = signer
     signer_config_map(cluster, ns, public)
-    signed_model_claim(cluster, ns, "model", private, tmp_path)
+    signed_model_claim(cluster, ns, "model", private, tmp_path, size=MODEL_BYTES)
     cr = inference_cr(
         ns,
         "chat",
@@ -254,6 +262,8 @@ def test_guarded_inference_end_to_end(
         args=["--ready-file", "/tmp/ready"],
         probes={"readiness": {"path": "/ready", "periodSeconds": 1, "failureThreshold": 1}},
         identity={"audience": "vault.example", "expirationSeconds": 600},
+        # room for the latency run below (the default is 10/s with a burst of 20)
+        guard={"enabled": True, "rateLimit": {"requestsPerSecond": 1000, "burst": 1000}},
     )
     started = time.monotonic()
     apply_yaml(cluster, (cr))
@@ -271,6 +281,10 @@ def test_guarded_inference_end_to_end(
     assert pod["spec"]["nodeName"] == "real-1"
     verify = next(s for s in pod["status"]["initContainerStatuses"] if s["name"] == "model-verify")
     assert verify["state"]["terminated"]["exitCode"] == 0
+    took = _seconds(verify["state"]["terminated"]["finishedAt"]) - _seconds(
+        verify["state"]["terminated"]["startedAt"]
+    )
+    print(f"e2e inference: model-verify {took:.0f}s (1 s resolution) for {MODEL_BYTES} bytes")
     assert endpoints(cluster, ns, "chat") == []
     assert not any(s["ready"] for s in pod["status"]["containerStatuses"] if s["name"] == "server")
     exec_python(cluster, ns, pod["metadata"]["name"], "server", "open('/tmp/ready', 'w').close()")
@@ -337,6 +351,41 @@ def test_guarded_inference_end_to_end(
     guard_log = cluster.kubectl("-n", ns, "logs", name, "-c", "guard").stdout
     assert PII_EMAIL not in guard_log and "4111" not in guard_log
     assert "/v1/echo" in guard_log  # the audit line is there, without content
+
+    # the guard's added latency, pod to pod: the same server without the guard (it then
+    # terminates TLS itself), 1 KiB JSON over one kept-alive TLS connection each
+    plain = inference_cr(ns, "plain", "model", guard={"enabled": False})
+    apply_yaml(cluster, plain)
+    wait_for(
+        lambda: condition(workload(cluster, ns, "plain"), "Ready")["status"] == "True",
+        timeout=180,
+        description="the unguarded service Ready",
+    )
+    plain_ip = cluster.kubectl_json("-n", ns, "get", "service", "plain")["spec"]["clusterIP"]
+    figures = {}
+    for label, host, name_ in (
+        ("guarded", service["spec"]["clusterIP"], dns_name),
+        ("direct", plain_ip, f"plain.{ns}.svc"),
+    ):
+        out = cluster.kubectl(
+            "-n",
+            ns,
+            "exec",
+            allowed,
+            "--",
+            "/usr/bin/python3.11",
+            "/etc/client/latency.py",
+            host,
+            "443",
+            name_,
+            "/etc/client/ca.crt",
+            "300",
+            timeout=120,
+        ).stdout
+        figures[label] = json.loads(out)
+        assert figures[label].get("n") == 300, figures[label]
+    added = {k: figures["guarded"][k] - figures["direct"][k] for k in ("p50_ms", "p99_ms")}
+    print(f"e2e inference: pod to pod 1 KiB JSON {figures}; guard adds {added}")
 
     # the model server's own port is not reachable from outside the pod (loopback only)
     pod_ip = pod["status"]["podIP"]
