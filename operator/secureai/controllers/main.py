@@ -25,6 +25,7 @@ from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.leader import Leader
 from secureai.controllers.reconciler import Reconciler
+from secureai.k8s.certs import check_cluster_domain
 from secureai.k8s.client import KubeClient, load_credentials
 from secureai.k8s.lease import LeaseLock
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         clock = process_clock(os.environ)  # the process's one clock, handed to all below
+        check_cluster_domain()
     except ValueError as exc:
         print(f"secureai: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from typing import Any
 
 from secureai import crypto
 from secureai.clock import Clock
-from secureai.crypto.ca import CAState, Retired, RotationPolicy
+from secureai.crypto.ca import CAState, Retired, RotationPolicy, permitted_domains
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 
 log = logging.getLogger("secureai")
@@ -35,6 +35,16 @@ _WRITE_ATTEMPTS = 5
 def cluster_domain_from_env() -> str:
     """The cluster's DNS domain (``SECUREAI_CLUSTER_DOMAIN``, default ``cluster.local``)."""
     return os.environ.get(CLUSTER_DOMAIN_ENV, "").strip() or crypto.DEFAULT_CLUSTER_DOMAIN
+
+
+def check_cluster_domain() -> str:
+    """The configured cluster domain, or ValueError with one line saying why it is unusable."""
+    domain = cluster_domain_from_env()
+    try:
+        permitted_domains(domain)
+    except crypto.CAError as exc:
+        raise ValueError(f"{CLUSTER_DOMAIN_ENV}: {exc}") from None
+    return domain
 
 
 def _b64(data: bytes) -> str:
