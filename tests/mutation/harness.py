@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "operator" / "secureai"
 COPIED = ("tests", "examples", "crds", "charts", "bench")
+PLUGIN = "no_shrink"  # tests/mutation/no_shrink.py, on PYTHONPATH for every mutmut run
 KILLED = {1, 3}  # mutmut: a test failed, or pytest itself failed on the mutant
 SURVIVED = {0}
 
@@ -88,7 +89,11 @@ GROUPS = {
         Group(
             "network",
             ("render/network.py",),
-            ("tests/unit/test_render_examples.py", "tests/unit/test_render_properties.py"),
+            (
+                "tests/unit/test_render_examples.py",
+                "tests/unit/test_render_properties.py",
+                "tests/unit/test_render_network.py",
+            ),
             0.80,
         ),
         Group(
@@ -133,7 +138,16 @@ def _config(workdir: Path, group: Group, sample: bool) -> str:
     only, tests = _resolve(workdir, group, sample)
     if not only or not tests:
         raise SystemExit(f"{group.name}: no sources ({group.sources}) or tests in the copy")
-    pytest_args = ["-p", "no:cacheprovider", "-m", "not integration and not slow", "-x", "-q"]
+    pytest_args = [
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        PLUGIN,
+        "-m",
+        "not integration and not slow",
+        "-x",
+        "-q",
+    ]
     return "\n".join(
         [
             "",
@@ -187,7 +201,10 @@ def _mutmut(workdir: Path, args: list[str], max_children: int) -> int:
     env = {
         **os.environ,
         # subprocesses the tests start (the CLI) import the mutated copy too
-        "PYTHONPATH": str(workdir / "mutants" / "src"),
+        # no_shrink.py is loaded from here (the harness's own directory), not from the copy
+        "PYTHONPATH": os.pathsep.join(
+            [str(workdir / "mutants" / "src"), str(Path(__file__).parent)]
+        ),
         "SECUREAI_HYPOTHESIS_PROFILE": "mutation",
     }
     mutmut = Path(sys.executable).parent / "mutmut"
