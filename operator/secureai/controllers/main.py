@@ -9,6 +9,7 @@ import fnmatch
 import logging
 import os
 import secrets
+import signal
 import sys
 from typing import Any
 
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     credentials = load_credentials()
     namespace = os.environ.get("SECUREAI_NAMESPACE", "secureai-system")
     ready = asyncio.Event()
+    stop_flag = asyncio.Event()  # set on SIGTERM once the Lease is released (hand_over)
     background: list[asyncio.Task[None]] = []
     lock = None
     if args.peering:
@@ -185,11 +187,21 @@ def run(args: argparse.Namespace) -> int:
             await hooks.ca.ensure()  # the CA exists from the first start on (leader: take_over)
         reconciler.queue.start()
         leader.start()
+        # SIGTERM (a rollout, a drain): release the Lease before kopf starts shutting down, so
+        # the standby takes over while this replica still watches; then stop as kopf would.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: background.append(asyncio.create_task(hand_over()))
+            )
         await warm_caches(reconciler, args.namespace)
         background.append(
             asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
         )
         ready.set()
+
+    async def hand_over() -> None:
+        await leader.stop()
+        stop_flag.set()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -209,5 +221,6 @@ def run(args: argparse.Namespace) -> int:
         # Replicas coordinate through a Lease (--peering), not kopf's peering, whose pause
         # waits out a 60 s lifetime: every replica watches, and only the leader writes.
         standalone=True,
+        stop_flag=stop_flag,
     )
     return 0
