@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from nodekit import TokenWatch, image, real_pod, restricted_container
+from nodekit import TokenWatch, image, real_pod, restricted_container, start_operator
 
 from clusterkit import REPO, Cluster, ClusterUnavailable, ensure_cluster, release_cluster, wait_for
 from clusterkit import _read_env as read_cluster_env
-from operatorkit import TEST_POLICY, OperatorProcess, install_crds, operator_kubeconfig
+from operatorkit import TEST_POLICY, OperatorProcess, install_crds
 from secureai.api import Policy, parse_workload
 from secureai.render.pod import TOKEN_DIR, token_volume
 
@@ -102,16 +101,7 @@ def e2e_operator(
     cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     install_crds(cluster)
-    folder = tmp_path_factory.mktemp("e2e-operator")
-    policy_file = folder / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(TEST_POLICY))
-    process = OperatorProcess(
-        cluster,
-        operator_kubeconfig(cluster, folder / "kubeconfig"),
-        policy_file,
-        folder / "operator.log",
-        namespaces=("t-*",),
-    ).start()
+    process = start_operator(cluster, tmp_path_factory.mktemp("e2e-operator"), TEST_POLICY)
     yield process
     process.stop()
 

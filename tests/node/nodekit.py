@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from clusterkit import REPO, Cluster, wait_for
+from operatorkit import OperatorProcess, operator_kubeconfig
 
 REAL_NODE_SELECTOR = {"secureai.dev/node": "real"}
 REAL_NODE_TOLERATION = {
@@ -336,3 +339,30 @@ class TokenWatch:
     audience: str
     lifetime: int
     started: float
+
+
+def start_operator(cluster: Cluster, folder: Path, policy: dict[str, Any]) -> OperatorProcess:
+    """`secureai run` on the host with `policy`, as its own identity, watching `t-*`."""
+    policy_file = folder / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    return OperatorProcess(
+        cluster,
+        operator_kubeconfig(cluster, folder / "kubeconfig"),
+        policy_file,
+        folder / "operator.log",
+        namespaces=("t-*",),
+    ).start()
+
+
+def read_only_claim(name: str, namespace: str) -> dict[str, Any]:
+    """A PVC on the local provisioner's class; on the real node its volume is a real dir."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "encrypted-ssd",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodekit import UID, image, pin_to_real_node, real_pod, volume_dir
+from nodekit import UID, image, pin_to_real_node, read_only_claim, real_pod, volume_dir
 from nodekit import restricted_container as container
 
 from clusterkit import Cluster, wait_for
@@ -63,21 +63,7 @@ def signed_model_claim(
     size: int = 64 * 1024,
 ) -> Path:
     """A PVC whose volume holds a model signed with `secureai model sign`, then `tamper`ed."""
-    apply_yaml(
-        cluster,
-        (
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": ns},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "storageClassName": "encrypted-ssd",
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-        ),
-    )
+    apply_yaml(cluster, read_only_claim(claim, ns))
     model = tmp / claim
     (model / "tokenizer").mkdir(parents=True)
     (model / "weights.bin").write_bytes(os.urandom(size))

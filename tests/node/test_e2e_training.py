@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodekit import UID, image, pin_to_real_node, volume_dir
+from nodekit import UID, image, pin_to_real_node, read_only_claim, volume_dir
 
 from clusterkit import Cluster, wait_for
 from operatorkit import OperatorProcess, apply_yaml, condition
@@ -34,19 +34,6 @@ def secureai(*args: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "secureai.cli.main", *args], capture_output=True, check=True
     )
-
-
-def _pvc(name: str, ns: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "accessModes": ["ReadOnlyMany"],
-            "storageClassName": "encrypted-ssd",
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
 
 
 def _kek_secret(name: str, ns: str, key_file: Path) -> dict[str, Any]:
@@ -74,7 +61,7 @@ def encrypted_dataset(
         (plain / rel).write_bytes(data)
     encrypted = tmp / f"{claim}-enc"
     secureai("dataset", "encrypt", "--key", str(kek), str(plain), str(encrypted))
-    apply_yaml(cluster, _pvc(claim, ns))
+    apply_yaml(cluster, read_only_claim(claim, ns))
     volume = volume_dir(cluster, ns, claim)
     for path in sorted(encrypted.rglob("*")):
         target = volume / path.relative_to(encrypted)

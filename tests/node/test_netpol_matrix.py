@@ -27,6 +27,7 @@ from nodekit import (
     probe,
     promised,
     short_id,
+    start_operator,
     start_probes,
 )
 
@@ -316,24 +317,15 @@ def test_foreign_allow_all_is_removed_and_isolation_returns(
 ) -> None:
     """A foreign allow-all policy opens denied pairs until the operator (policy `remove`)
     deletes it; measured from the policy's creation to the pairs being blocked again."""
-    from operatorkit import TEST_POLICY, OperatorProcess, install_crds, operator_kubeconfig  # noqa: PLC0415
+    from operatorkit import TEST_POLICY, install_crds  # noqa: PLC0415
 
     install_crds(cluster)
-    folder = tmp_path_factory.mktemp("op-remove")
-    policy_file = folder / "policy.yaml"
     policy = dict(TEST_POLICY) | {
         "foreignNetworkPolicy": "remove",
         "allowedRegistries": sorted({*TEST_POLICY["allowedRegistries"], "secureai.local"}),
     }
-    policy_file.write_text(yaml.safe_dump(policy))
     ns = namespace_factory("foreign")
-    operator = OperatorProcess(
-        cluster,
-        operator_kubeconfig(cluster, folder / "kubeconfig"),
-        policy_file,
-        folder / "operator.log",
-        namespaces=("t-*",),
-    ).start()
+    operator = start_operator(cluster, tmp_path_factory.mktemp("op-remove"), policy)
     try:
         cr = {
             "apiVersion": "secureai.dev/v1alpha1",
