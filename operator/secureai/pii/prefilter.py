@@ -18,6 +18,7 @@ Only the built-in detectors are described by these margins: ``WindowScanner`` re
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from secureai.pii.detectors import BUILTIN, Detector
@@ -36,24 +37,32 @@ class Margin:
     fwd: int
 
 
-# Detectors whose every raw match holds a digit (phone, card, SSN with or without its cue,
-# IPv4, IBAN, Telegram token): the longest is the phone pattern (114); the SSN cue reads back 80.
-DIGIT = Margin(back=120 + CONTEXT, fwd=120 + LOOKAHEAD)
-# E-mail: at most 64 characters before the '@', 415 after.
+# ``back`` = how far a match may start before its anchor (its *reach*) + the context its
+# validator reads before it; ``fwd`` = how far it may end after the anchor + LOOKAHEAD.
+#
+# Every raw match holds a digit: phone (reach 1, reads 40 back, at most 114 long), card, IPv4
+# (reads 40 back), IBAN (reach 2), Telegram tokens, and the SSN after its cue (the cue starts
+# at most 69 characters before the first digit).
+DIGIT = Margin(back=96, fwd=120 + LOOKAHEAD)
+# E-mail: at most 64 characters before the '@' (the validator reads 80 more), 415 after.
 AT = Margin(back=64 + CONTEXT + 16, fwd=416 + LOOKAHEAD)
 # ':' (IPv6, scheme://user:password@, hooks.slack.com, key: value) and '=' '>' ' is ' ' to '
-# after a keyword: the keyword is at most 30 characters before, the value at most 300 after.
-SEP = Margin(back=40 + CONTEXT, fwd=300 + LOOKAHEAD)
+# after a keyword: a match starts at most 25 characters before it (aws_secret_access_key" : ),
+# ends at most 300 after; none of these validators reads context.
+SEP = Margin(back=48, fwd=300 + LOOKAHEAD)
 # A run of 16 token characters (token families, JWT, AWS ids and secrets, bearer tokens): the
-# window covers the whole run (widened to separators) plus a keyword before it.
-RUN = Margin(back=40 + CONTEXT, fwd=LOOKAHEAD)
+# window covers the whole run (widened to separators) plus a keyword before it (at most 30).
+RUN = Margin(back=48, fwd=LOOKAHEAD)
 # A byte >= 0x80 may normalise to anything (a digit, a letter joining a run, a space): the
 # widest bounded margin.
 HIGH = Margin(back=640, fwd=640)
 # A private-key block: up to 16,200 characters after its header; a soft hyphen (0xAD, dropped
 # by normalisation) may hide inside the header.
 PEM = Margin(back=16, fwd=16200 + 64)
-KEYWORD_REACH = 40  # bytes before '=' '>' ' is ' ' to ' searched for a credential keyword
+# Between a credential keyword (a case-insensitive trigger, itself at most 16 long) and its
+# separator: at most ``[_.-]key`` or ``_access_key`` or ``signature``, a quote and spaces.
+KEYWORD_GAP = 20
+KEYWORD_REACH = KEYWORD_GAP + 16
 RUN_LEN = 16
 MAX_BACK = max(m.back for m in (DIGIT, AT, SEP, RUN, HIGH, PEM)) + RUN_LEN
 
@@ -110,14 +119,25 @@ def _merged(hay: bytes, needle: bytes, m: Margin, lo: int, hi: int, out: list[li
         p = hay.find(needle, min(hi, e + m.back), hi)
 
 
+def _keyword_before(before: bytes) -> bool:
+    """``before`` (lowercased) ends with a credential keyword, then at most a short suffix
+    without spaces (``_key``, ``"``), then spaces: the shape of every ``key = value``."""
+    for w in KEYWORDS:
+        i = before.rfind(w)
+        if i >= 0:
+            between = before[i + len(w) :].rstrip(b" ")
+            if len(between) <= KEYWORD_GAP and b" " not in between:
+                return True
+    return False
+
+
 def _gated(low: bytes, needle: bytes, m: Margin, out: list[list[int]]) -> None:
     """Intervals around the separators of ``low`` (lowercased) that follow a credential
     keyword closely enough to be part of a ``key = value`` match."""
     k = len(needle)
     p = low.find(needle)
     while p >= 0:
-        before = low[max(0, p - KEYWORD_REACH) : p]
-        if any(w in before for w in KEYWORDS):
+        if _keyword_before(low[max(0, p - KEYWORD_REACH) : p]):
             out.append([p - m.back, p + k + m.fwd])
         p = low.find(needle, p + 1)
 
@@ -226,6 +246,24 @@ class WindowScanner:
         spans.extend(self._window_spans(self._scanner.flush().spans))
         self._scanner = None
 
+    def _find_whole(
+        self, data: bytes, base: int, whole: list[tuple[int, int]], spans: list[Span]
+    ) -> None:
+        """One pass of the engine over the whole windows joined by NUL: no pattern crosses a
+        NUL (no token, space or private-key class holds it; a key = value ends well inside
+        its window), and every match and the context its validator reads lie inside its own
+        window, so each window's matches are those it has alone."""
+        starts: list[int] = []
+        pos = 0
+        for s, e in whole:
+            starts.append(pos)
+            pos += e - s + 1
+        text = b"\0".join(data[s:e] for s, e in whole).decode(ENCODING)
+        for a, b, d in self._r.find(text):
+            i = bisect_right(starts, a) - 1
+            shift = base + whole[i][0] - starts[i]
+            spans.append((a + shift, b + shift, d.type))
+
     def _run(self, data: bytes, final: bool) -> tuple[int, bytes, list[Span]]:
         base, n = self._base, len(data)
         w = _Windows(data)
@@ -237,15 +275,12 @@ class WindowScanner:
             extra = (self._win_start - base, self._fed - base)
         spans: list[Span] = []
         commit = hold
-        find = self._r.find
+        whole: list[tuple[int, int]] = []
         for s, e in w.merged(extra):
             if s > open_at or (s == open_at and not final):
                 break
             if self._scanner is None and (e < hold or final):
-                # A whole window in the buffer (the common case): one pass of the engine.
-                lo = max(0, s)
-                text = data[lo:e].decode(ENCODING)
-                spans.extend((a + base + lo, b + base + lo, d.type) for a, b, d in find(text))
+                whole.append((max(0, s), e))  # the common case: in the buffer from end to end
                 continue
             if self._scanner is None:
                 self._scanner = StreamScanner(self._r)
@@ -256,6 +291,8 @@ class WindowScanner:
                 continue
             commit = self._win_start + self._scanner.committed - base
             break
+        if whole:
+            self._find_whole(data, base, whole, spans)
         if self._scanner is None:
             commit = hold
         commit = max(0, min(commit, n))
