@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from secureai.api import Policy, SecureTrainingJob, parse_workload
 from secureai.api.errors import one_line
+from secureai.api.status import DatasetCensus
 from secureai.clock import Clock, SystemClock, iso
 from secureai.controllers import metrics
 from secureai.controllers.queue import WorkQueue
@@ -39,6 +40,7 @@ from secureai.render.status import (
     rejected_status,
     verified_model,
 )
+from secureai.render.training import dataset_census
 
 log = logging.getLogger("secureai")
 
@@ -204,6 +206,7 @@ class Reconciler:
                 return "rejected" if dry else await self._reject(entry, reason, transient=True)
         if entry.reconciled_generation != generation:
             entry.model_digest = entry.model_signer = None
+            entry.dataset_census = ()
         entry.rejected = None
         entry.rejected_by_cluster = False
         entry.desired = {(m["kind"], m["metadata"]["name"]): m for m in desired}
@@ -378,6 +381,7 @@ class Reconciler:
             return None
         if isinstance(model, SecureTrainingJob):
             await self._inspect_failed_job(entry, model)
+            await self._inspect_census(entry, model)
             return None
         live = self.state.live_children(workload_key_of_cr(entry.body))
         deployment = live.get(("Deployment", entry.name))
@@ -410,6 +414,35 @@ class Reconciler:
         entry.job_failure = pod_failure(pods)
         entry.job_failure_generation = entry.generation
 
+    async def _inspect_census(self, entry: Entry, model: SecureTrainingJob) -> None:
+        """The census each dataset init container reported, read from the trainer pods while
+        the Job runs, until every dataset has one or the Job has finished (once then)."""
+        status = entry.body.get("status") or {}
+        if not entry.dataset_census and status.get("observedGeneration") == entry.generation:
+            # Written by an earlier process: the pods may be gone by now.
+            entry.dataset_census = tuple((status.get("lineage") or {}).get("datasetCensus") or ())
+        if not model.spec.datasets or entry.census_generation == entry.generation:
+            return
+        job = self.state.live_children(workload_key_of_cr(entry.body)).get(("Job", entry.name))
+        st = (job or {}).get("status") or {}
+        finished = any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in st.get("conditions") or []
+        )
+        if not (finished or st.get("active") or st.get("ready")):
+            return
+        selector_text = ",".join(f"{k}={v}" for k, v in selector(model).items())
+        pods = await self.kube.list("Pod", entry.namespace, label_selector=selector_text)
+        best: list[DatasetCensus] = []
+        for pod in pods:
+            found = dataset_census(model, pod.get("status") or {})
+            if len(found) > len(best):
+                best = found
+        if best:
+            entry.dataset_census = tuple(c.wire() for c in best)
+        if finished or len(best) >= len(model.spec.datasets):
+            entry.census_generation = entry.generation
+
     def _observed(self, entry: Entry, failure: str | None = None) -> Observed:
         key = workload_key_of_cr(entry.body)
         live = self.state.live_children(key)
@@ -429,6 +462,7 @@ class Reconciler:
             job_failure=entry.job_failure,
             model_digest=entry.model_digest,
             model_signer=entry.model_signer,
+            dataset_census=entry.dataset_census,
         )
 
     async def _write_status(self, entry: Entry) -> None:

@@ -59,6 +59,9 @@ class Entry:
     lineage_generation: int = -1
     job_failure: str | None = None
     job_failure_generation: int = -1
+    # The personal-data census the dataset init containers reported (status lineage).
+    dataset_census: tuple[dict[str, Any], ...] = ()
+    census_generation: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # reconcile and revert
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # status writes
     status_pending: bool = False

@@ -29,6 +29,8 @@ class Observed:
     tls_not_after: str | None = None
     model_digest: str | None = None
     model_signer: str | None = None
+    # The dataset init containers' census (DatasetCensus on the wire), training only.
+    dataset_census: tuple[dict[str, Any], ...] = ()
     drift_total: int = 0
     drift_last_time: str | None = None
     drift_last_object: str | None = None
@@ -209,6 +211,8 @@ def compute_status(
     if isinstance(cr, SecureTrainingJob):
         if cr.spec.datasets:
             lineage["datasets"] = [d.claim_name for d in cr.spec.datasets]
+        if obs.dataset_census:
+            lineage["datasetCensus"] = list(obs.dataset_census)
     else:
         if obs.model_digest:
             lineage["modelDigest"] = obs.model_digest
