@@ -111,6 +111,7 @@ GROUPS = {
             ("render/status.py", "api/status.py"),
             (
                 "tests/unit/test_status.py",
+                "tests/unit/test_status_exact.py",
                 "tests/unit/test_reconciler_offline.py",
                 "tests/unit/test_model_report.py",
             ),
