@@ -83,6 +83,7 @@ GROUPS = {
                 "tests/unit/test_render_examples.py",
                 "tests/unit/test_render_properties.py",
                 "tests/unit/test_inadmissible.py",
+                "tests/unit/test_validate_messages.py",
             ),
             0.80,
         ),
