@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from secureai.crypto import envelope
+from secureai.crypto import envelope, signing
 from secureai.crypto.ca import (
     CAError,
     bundle,
@@ -69,6 +69,14 @@ def test_ca_refusals_name_the_problem() -> None:
         _refusal(verify_chain, serving.cert_pem, b"", T0)
         == "CA bundle is not a list of PEM certificates"
     )
+
+
+def test_a_statement_of_another_type_is_named_as_such() -> None:
+    # reached only once the signature verified: the signer signed something else
+    for statement in ({}, {"_type": "https://in-toto.io/Statement/v0.1"}):
+        with pytest.raises(signing.SignatureError) as err:
+            signing._expected_digests(statement)
+        assert str(err.value) == "malformed bundle: not an in-toto v1 statement"
 
 
 def test_a_symlinked_partial_is_never_locked(tmp_path: Path) -> None:
