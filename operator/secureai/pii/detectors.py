@@ -502,7 +502,9 @@ def _looks_like_code(value: str) -> bool:
     """A dotted name, a call or a subscript, or a bare snake_case, UPPER_CASE or camelCase name."""
     if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:[\[(]|\Z)|[A-Za-z_]\w*[\[(]", value):
         return True
-    if re.fullmatch(r"[a-z_]+(?:[a-z_]+|\d+\Z)*|[A-Z_]+(?:[A-Z_]+|\d+\Z)*", value):
+    # one quantifier per class: nested ones (`[a-z_]+(?:[a-z_]+)*`) backtrack exponentially
+    # on a long lowercase run that ends in another character (a ReDoS in the guard)
+    if re.fullmatch(r"[a-z_]+\d*|[A-Z_]+\d*", value):
         return True  # names may end in digits (var2, DB_PASSWORD_1), random strings mix them
     return re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+){1,3}", value) is not None
 
