@@ -40,6 +40,10 @@ __all__ = [
     "canonical_manifest",
     "generate_signing_key",
     "hash_model",
+    "key_hint",
+    "load_private_key",
+    "load_public_key",
+    "pae",
     "sign_model",
     "verify_model",
 ]
@@ -102,7 +106,7 @@ def _public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-def _load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePrivateKey:
+def load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=password)
     except TypeError:
@@ -114,7 +118,7 @@ def _load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePri
     return key
 
 
-def _load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
+def load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:
@@ -124,13 +128,16 @@ def _load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _pae(payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding."""
-    kind = PAYLOAD_TYPE.encode()
+def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """DSSE v1 pre-authentication encoding (also used by the evidence bundles)."""
+    kind = payload_type.encode()
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def _key_hint(key: ec.EllipticCurvePublicKey) -> str:
+_pae = pae  # the name the signing tests use
+
+
+def key_hint(key: ec.EllipticCurvePublicKey) -> str:
     """model-signing's key hint: sha256 hex of the PEM SubjectPublicKeyInfo."""
     return hashlib.sha256(_public_pem(key)).hexdigest()
 
@@ -241,7 +248,7 @@ def sign_model(
     ``<model_dir>/model.sig.json``, which is then left out of the manifest)."""
     if len(private_key_pem) > _MAX_PRIVATE_KEY:
         raise SignatureError("not a PEM private key")
-    key = _load_private_key(private_key_pem, password)
+    key = load_private_key(private_key_pem, password)
     root = Path(model_dir)
     out = Path(bundle_path) if bundle_path is not None else root / BUNDLE_FILENAME
     ignore = [_check_rel(p.strip("/")) for p in ignore_paths]
@@ -268,11 +275,11 @@ def sign_model(
         },
     }
     payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    sig = key.sign(_pae(payload), ec.ECDSA(hashes.SHA256()))
+    sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
     bundle: dict[str, Any] = {
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": {
-            "publicKey": {"hint": _key_hint(key.public_key())},
+            "publicKey": {"hint": key_hint(key.public_key())},
             "tlogEntries": [],
         },
         "dsseEnvelope": {
@@ -343,7 +350,7 @@ def _verified_payload(bundle: dict[str, Any], key: ec.EllipticCurvePublicKey) ->
     material = _get(bundle, "verificationMaterial", dict)
     public = material.get("publicKey")
     hint = public.get("hint") if isinstance(public, dict) else None
-    if hint and hint != _key_hint(key):
+    if hint and hint != key_hint(key):
         raise SignatureError("wrong key: the bundle was signed by a different key")
     envelope = _get(bundle, "dsseEnvelope", dict)
     if _get(envelope, "payloadType", str) != PAYLOAD_TYPE:
@@ -354,7 +361,7 @@ def _verified_payload(bundle: dict[str, Any], key: ec.EllipticCurvePublicKey) ->
         raise SignatureError("malformed bundle: expected exactly one signature")
     sig = _b64(_get(signatures[0], "sig", str), "signature")
     try:
-        key.verify(sig, _pae(payload), ec.ECDSA(hashes.SHA256()))
+        key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise SignatureError(
             "signature does not verify: the bundle was modified or signed by another key"
@@ -440,7 +447,7 @@ def verify_model(
     Raises ``SignatureError`` for a wrong key, a malformed or modified bundle, and for any
     modified, missing or added file.
     """
-    key = _load_public_key(public_key_pem)
+    key = load_public_key(public_key_pem)
     root = Path(model_dir)
     if not root.is_dir():
         raise SignatureError(f"model directory not found: {root}")
