@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from secureai.crypto import evidence as ev
 from secureai.crypto.envelope import generate_kek
 from secureai.crypto.signing import generate_signing_key
-from secureai.k8s.evidence import audit_lines
 
 KEK = generate_kek()
 SIGNER = generate_signing_key()
@@ -226,25 +225,3 @@ def test_any_tampered_byte_of_any_bundle_fails(
     blob[int(where * len(blob))] ^= mask
     with pytest.raises(ev.EvidenceError):
         ev.open_bundle(bytes(blob), KEK, SIGNER.public_key_pem)
-
-
-def test_guard_audit_lines_are_recognised_as_the_guard_writes_them() -> None:
-    from secureai.guard.audit import AuditLog  # noqa: PLC0415
-    from secureai.pii import Redactor  # noqa: PLC0415
-
-    out = io.StringIO()
-    log = AuditLog(Redactor(), out)
-    log.write(
-        client="c0ffee",
-        method="POST",
-        path="/v1/predict?x=1",
-        status=200,
-        bytes_in=10,
-        bytes_out=20,
-        started=0.0,
-        redactions={"email": 1},
-    )
-    mixed = b"starting guard\n" + out.getvalue().encode() + b'{"level":"info"}\nnot json {\n'
-    lines = audit_lines(mixed)
-    assert len(lines) == 1
-    assert json.loads(lines[0])["path"] == "/v1/predict"

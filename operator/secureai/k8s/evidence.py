@@ -139,29 +139,41 @@ class _Collector:
         async with self.gate:
             return await fn()
 
-    async def get_log(self, namespace: str, pod: str, params: dict[str, str]) -> bytes:
-        """A container log as bytes (the API client parses JSON only); ApiError on failure."""
+    async def get_log(self, namespace: str, pod: str, params: dict[str, str]) -> tuple[bytes, int]:
+        """The newest ``log_limit`` bytes of a container log and the log's size in bytes.
+
+        Streams the log, keeping only its tail (the API's ``limitBytes`` keeps the oldest
+        part); ApiError on failure. The API client parses JSON only, hence the raw request."""
         kube = self.kube
         path = POD.path(namespace, pod) + "/log"
         url = kube._creds.host + path + "?" + urlencode(params)
         headers = {"Accept": "*/*", **kube._auth_header()}
+        tail = bytearray()
+        total = 0
         async with self.gate:
             try:
                 session = kube._get_session()
                 async with session.get(url, headers=headers) as resp:
-                    body = await resp.read()
                     status, reason = resp.status, resp.reason or ""
+                    if status >= 400:
+                        tail += await resp.content.read(4096)
+                    else:
+                        async for piece in resp.content.iter_chunked(1 << 16):
+                            total += len(piece)
+                            tail += piece
+                            if len(tail) > self.log_limit:
+                                del tail[: len(tail) - self.log_limit]
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ApiError(0, type(exc).__name__, str(exc) or "failed") from exc
         if status >= 400:
-            text = body.decode("utf-8", "replace")[:500]
+            text = tail.decode("utf-8", "replace")[:500]
             try:
                 payload = json.loads(text)
                 text = payload.get("message", text) if isinstance(payload, dict) else text
             except ValueError:
                 pass
             raise ApiError(status, reason, text)
-        return body
+        return bytes(tail), total
 
 
 def _error(item: str, exc: BaseException) -> dict[str, Any]:
@@ -303,13 +315,16 @@ async def _workload(
     async def fetch_log(pod_name: str, container: str, folder: str, previous: bool) -> None:
         suffix = ".previous.log" if previous else ".log"
         item = f"{folder}/{_safe(container)}{suffix}"
-        params = {"container": container, "limitBytes": str(c.log_limit)}
+        params = {"container": container}
         if previous:
             params["previous"] = "true"
-        body = await attempt(item, lambda: c.get_log(namespace, pod_name, params))
-        if body is None:
+        got = await attempt(item, lambda: c.get_log(namespace, pod_name, params))
+        if got is None:
             return
+        body, size = got
         files[item] = body
+        if size > len(body):
+            truncated.append({"item": item, "bytes": size, "kept": len(body)})
         if container == GUARD_CONTAINER:
             audit.extend(
                 json.dumps(
@@ -321,6 +336,7 @@ async def _workload(
             )
 
     audit: list[str] = []
+    truncated: list[dict[str, Any]] = []
     await asyncio.gather(*(fetch_log(*job) for job in log_jobs))
     files[f"{base}/guard-audit.jsonl"] = "".join(line + "\n" for line in sorted(audit)).encode()
     entry = {
@@ -331,6 +347,7 @@ async def _workload(
         "files": sorted(files),
         "errors": sorted(errors, key=lambda e: str(e["item"])),
         "redacted": sorted(redacted),
+        "truncated": sorted(truncated, key=lambda t: str(t["item"])),
     }
     return entry, files
 
@@ -370,6 +387,7 @@ async def collect(
                     "files": [],
                     "errors": [_error(f"{ns}/{kind}/{name}", result)],
                     "redacted": [],
+                    "truncated": [],
                 }
             )
             continue
@@ -388,6 +406,7 @@ async def collect(
                 "objects are as the API returned them, managedFields included",
                 "Secret values are replaced by sha256:<hex> of their bytes (see 'redacted')",
                 "a failed read is listed under 'errors' with its HTTP status",
+                "a log longer than logLimitBytes keeps its newest bytes (see 'truncated')",
             ],
         }
     )
