@@ -36,10 +36,9 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from secureai.crypto import signing
 from secureai.crypto.envelope import (
     EnvelopeError,
     InvalidKeyError,
@@ -49,13 +48,13 @@ from secureai.crypto.envelope import (
     kek_id,
 )
 from secureai.crypto.signing import (
-    PAYLOAD_TYPE,
     STATEMENT_TYPE,
     SignatureError,
+    dsse_sign,
+    dsse_verify,
     key_hint,
     load_private_key,
     load_public_key,
-    pae,
 )
 
 __all__ = [
@@ -210,20 +209,7 @@ def seal(
         "predicateType": PREDICATE_TYPE,
         "predicate": {"meta": dict(sorted(meta.items())), "kekId": key_id, "files": len(files)},
     }
-    payload = _canonical(statement)
-    signature = signer.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
-    dsse = _canonical(
-        {
-            "payload": base64.b64encode(payload).decode("ascii"),
-            "payloadType": PAYLOAD_TYPE,
-            "signatures": [
-                {
-                    "keyid": key_hint(signer.public_key()),
-                    "sig": base64.b64encode(signature).decode("ascii"),
-                }
-            ],
-        }
-    )
+    dsse = _canonical(dsse_sign(statement, signer, key_hint(signer.public_key())))
     return _PREFIX.pack(MAGIC, VERSION, len(dsse)) + dsse + sealed
 
 
@@ -251,52 +237,44 @@ def _field(obj: Any, key: str, kind: type, where: str) -> Any:
     return obj[key]
 
 
-def _b64(text: str, what: str) -> bytes:
+def _canonical_b64(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
     try:
-        data = base64.b64decode(text, validate=True)
+        return base64.b64encode(base64.b64decode(text, validate=True)).decode("ascii") == text
     except (binascii.Error, ValueError):
-        raise MalformedEvidenceError(f"evidence bundle: {what} is not base64") from None
-    if base64.b64encode(data).decode("ascii") != text:
-        raise MalformedEvidenceError(f"evidence bundle: {what} is not canonical base64")
-    return data
+        return False
 
 
 def _signed_statement(dsse_raw: bytes, public_key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+    """The verified statement; the envelope must be byte for byte the one ``seal`` writes."""
     try:
         dsse = json.loads(dsse_raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise MalformedEvidenceError(
-            "evidence bundle: the signature envelope is not JSON"
-        ) from None
+        raise MalformedEvidenceError("evidence bundle: the DSSE envelope is not JSON") from None
     if not isinstance(dsse, dict) or _canonical(dsse) != dsse_raw:
         raise MalformedEvidenceError("evidence bundle: the signature envelope is not canonical")
     if set(dsse) != {"payload", "payloadType", "signatures"}:
         raise MalformedEvidenceError("evidence bundle: unexpected fields in the DSSE envelope")
-    if _field(dsse, "payloadType", str, "") != PAYLOAD_TYPE:
-        raise MalformedEvidenceError(f"evidence bundle: payloadType is not {PAYLOAD_TYPE}")
-    payload = _b64(_field(dsse, "payload", str, ""), "the payload")
     signatures = _field(dsse, "signatures", list, "")
     if len(signatures) != 1 or not isinstance(signatures[0], dict):
         raise MalformedEvidenceError("evidence bundle: expected exactly one signature")
     if set(signatures[0]) != {"keyid", "sig"}:
         raise MalformedEvidenceError("evidence bundle: unexpected fields in the signature")
+    for text, what in ((dsse["payload"], "the payload"), (signatures[0]["sig"], "the signature")):
+        if not _canonical_b64(text):
+            raise MalformedEvidenceError(f"evidence bundle: {what} is not canonical base64")
     keyid = _field(signatures[0], "keyid", str, "signature ")
-    sig = _b64(_field(signatures[0], "sig", str, "signature "), "the signature")
     if not hmac.compare_digest(keyid, key_hint(public_key)):
         raise WrongSignerError("wrong key: the evidence bundle was signed by a different key")
     try:
-        public_key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
+        return dsse_verify(dsse, public_key)
+    except signing.SignatureMismatchError:
         raise SignatureMismatchError(
             "signature does not verify: the evidence statement or its signature was modified"
         ) from None
-    try:
-        statement = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise MalformedEvidenceError("evidence bundle: the signed statement is not JSON") from None
-    if not isinstance(statement, dict):
-        raise MalformedEvidenceError("evidence bundle: the signed statement is not an object")
-    return statement
+    except SignatureError as exc:
+        raise MalformedEvidenceError(f"evidence bundle: {exc}") from None
 
 
 def _subject_and_meta(statement: dict[str, Any]) -> tuple[str, dict[str, str]]:

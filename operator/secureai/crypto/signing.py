@@ -34,10 +34,13 @@ __all__ = [
     "BUNDLE_FILENAME",
     "GIT_PATHS",
     "SignatureError",
+    "SignatureMismatchError",
     "SignedModel",
     "SigningKeyPair",
     "VerifiedModel",
     "canonical_manifest",
+    "dsse_sign",
+    "dsse_verify",
     "generate_signing_key",
     "hash_model",
     "key_hint",
@@ -60,6 +63,10 @@ _MAX_PRIVATE_KEY: Final = 64 << 10
 
 class SignatureError(Exception):
     """The model does not verify, or signing input is invalid. The message is user-safe."""
+
+
+class SignatureMismatchError(SignatureError):
+    """A well-formed DSSE signature that does not verify with the given key."""
 
 
 @dataclass(frozen=True)
@@ -274,19 +281,13 @@ def sign_model(
             ],
         },
     }
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
     bundle: dict[str, Any] = {
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": {
             "publicKey": {"hint": key_hint(key.public_key())},
             "tlogEntries": [],
         },
-        "dsseEnvelope": {
-            "payload": base64.b64encode(payload).decode(),
-            "payloadType": PAYLOAD_TYPE,
-            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
-        },
+        "dsseEnvelope": dsse_sign(statement, key),
     }
     _write_atomic(out, (json.dumps(bundle, indent=2) + "\n").encode())
     return SignedModel(
@@ -352,7 +353,27 @@ def _verified_payload(bundle: dict[str, Any], key: ec.EllipticCurvePublicKey) ->
     hint = public.get("hint") if isinstance(public, dict) else None
     if hint and hint != key_hint(key):
         raise SignatureError("wrong key: the bundle was signed by a different key")
-    envelope = _get(bundle, "dsseEnvelope", dict)
+    return dsse_verify(_get(bundle, "dsseEnvelope", dict), key)
+
+
+def dsse_sign(
+    statement: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, keyid: str = ""
+) -> dict[str, Any]:
+    """A DSSE envelope over ``statement`` (canonical JSON, in-toto payload type)."""
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+    sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
+    return {
+        "payload": base64.b64encode(payload).decode(),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": keyid}],
+    }
+
+
+def dsse_verify(envelope: Mapping[str, Any], key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+    """The statement of a DSSE envelope with one signature by ``key``; fail closed.
+
+    Raises ``SignatureMismatchError`` if the signature does not verify, ``SignatureError`` if
+    the envelope or its payload is malformed."""
     if _get(envelope, "payloadType", str) != PAYLOAD_TYPE:
         raise SignatureError(f"malformed bundle: payloadType is not {PAYLOAD_TYPE}")
     payload = _b64(_get(envelope, "payload", str), "payload")
@@ -363,7 +384,7 @@ def _verified_payload(bundle: dict[str, Any], key: ec.EllipticCurvePublicKey) ->
     try:
         key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        raise SignatureError(
+        raise SignatureMismatchError(
             "signature does not verify: the bundle was modified or signed by another key"
         ) from None
     try:
