@@ -66,8 +66,12 @@ def _pod() -> dict[str, Any]:
     }
 
 
+SEEN: list[str] = []
+
+
 async def _handler(request: web.Request) -> web.StreamResponse:
     path = request.path
+    SEEN.append(request.path_qs)
     if path.endswith(f"/pods/{POD}/log"):
         container = request.query["container"]
         previous = request.query.get("previous") == "true"
@@ -87,6 +91,8 @@ async def _handler(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"kind": "SecureInferenceService", "metadata": {"name": NAME, "uid": "cr-uid"}}
         )
+    if "/secureinferenceservices/" in path:
+        return web.json_response({"message": "not found"}, status=404)
     if path.endswith("/pods"):
         return web.json_response({"items": [_pod()]})
     return web.json_response({"items": []})  # children, events, policies
@@ -141,3 +147,13 @@ def test_audit_lines_are_recognised_among_other_output() -> None:
     lines = kev.audit_lines(mixed)
     assert len(lines) == 1
     assert json.loads(lines[0])["path"] == "/v1/predict"
+
+
+async def test_namespace_wide_lists_are_read_once_per_namespace(kube: KubeClient) -> None:
+    SEEN.clear()
+    workloads = [("SecureInferenceService", NS, n) for n in (NAME, "other", "third")]
+    files = await kev.collect(kube, workloads)
+    assert SEEN.count(f"/api/v1/namespaces/{NS}/events") == 1
+    assert SEEN.count(f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies") == 1
+    for name in (NAME, "other", "third"):
+        assert f"{NS}/SecureInferenceService/{name}/events.json" in files

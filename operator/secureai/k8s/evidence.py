@@ -133,11 +133,28 @@ class _Collector:
         self.kube = kube
         self.log_limit = log_limit
         self.gate = asyncio.Semaphore(CONCURRENCY)
-        self.files: dict[str, bytes] = {}
+        self._shared: dict[tuple[str, str], asyncio.Task[list[dict[str, Any]]]] = {}
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         async with self.gate:
             return await fn()
+
+    def namespace_list(self, kind: str, namespace: str) -> Awaitable[list[dict[str, Any]]]:
+        """Every Event or NetworkPolicy of ``namespace``, read once per collection (the
+        workloads of one namespace share them)."""
+        key = (kind, namespace)
+        if key not in self._shared:
+            self._shared[key] = asyncio.ensure_future(
+                self.call(lambda: self._list(kind, namespace))
+            )
+        return asyncio.shield(self._shared[key])
+
+    async def _list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        if kind == "Event":
+            found = await self.kube.request("GET", f"/api/v1/namespaces/{namespace}/events")
+            items: list[dict[str, Any]] = found.get("items") or []
+            return items
+        return await self.kube.list(kind, namespace)
 
     async def get_log(self, namespace: str, pod: str, params: dict[str, str]) -> tuple[bytes, int]:
         """The newest ``log_limit`` bytes of a container log and the log's size in bytes.
@@ -244,13 +261,9 @@ async def _workload(
             )
         ),
         attempt(f"{base}/pods", _lister(c, "Pod", namespace, selector)),
+        attempt(f"{base}/events.json", lambda: c.namespace_list("Event", namespace)),
         attempt(
-            f"{base}/events.json",
-            lambda: c.call(lambda: c.kube.request("GET", f"/api/v1/namespaces/{namespace}/events")),
-        ),
-        attempt(
-            f"{base}/networkpolicies.json",
-            _lister(c, "NetworkPolicy", namespace, None),
+            f"{base}/networkpolicies.json", lambda: c.namespace_list("NetworkPolicy", namespace)
         ),
     )
     if cr is not None:
@@ -301,7 +314,7 @@ async def _workload(
             if restarts > 0:
                 log_jobs.append((pod_name, container, f"{base}/logs/{_safe(pod_name)}", True))
     if events is not None:
-        involved = [e for e in events.get("items") or [] if _involves(e, uids, names)]
+        involved = [e for e in events if _involves(e, uids, names)]
         files[f"{base}/events.json"] = _dump(involved)
     if policies is not None:
         labelsets = pod_labels + templates
