@@ -9,6 +9,7 @@ real API server in tests/integration/test_evidence.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import AsyncIterator
@@ -157,3 +158,25 @@ async def test_namespace_wide_lists_are_read_once_per_namespace(kube: KubeClient
     assert SEEN.count(f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies") == 1
     for name in (NAME, "other", "third"):
         assert f"{NS}/SecureInferenceService/{name}/events.json" in files
+
+
+def test_secret_values_and_their_last_applied_copy_are_replaced_by_digests() -> None:
+    secret = {
+        "kind": "Secret",
+        "metadata": {
+            "name": "tls",
+            "annotations": {
+                kev.LAST_APPLIED: '{"data":{"tls.key":"c2VjcmV0"}}',
+                "other": "kept",
+            },
+            "managedFields": [{"manager": "kubectl"}],
+        },
+        "data": {"tls.key": "c2VjcmV0"},
+    }
+    out = kev._redact_secret(secret)
+    assert out["data"] == {"tls.key": "sha256:" + hashlib.sha256(b"secret").hexdigest()}
+    assert out["metadata"]["annotations"][kev.LAST_APPLIED].startswith("sha256:")
+    assert out["metadata"]["annotations"]["other"] == "kept"
+    assert out["metadata"]["managedFields"] == [{"manager": "kubectl"}]
+    assert "c2VjcmV0" not in json.dumps(out)
+    assert secret["data"] == {"tls.key": "c2VjcmV0"}  # the input is left alone

@@ -69,6 +69,7 @@ ANN_COUNT: Final = "secureai.dev/evidence-chunk-count"
 CHUNK_KEY: Final = "chunk"
 CHUNK_SIZE: Final = 768 << 10  # a Secret holds at most 1 MiB of data
 GUARD_CONTAINER: Final = "guard"
+LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 KIND_LABELS: Final = {"SecureTrainingJob": "training", "SecureInferenceService": "inference"}
 CONCURRENCY: Final = 8
 _AUDIT_KEYS: Final = frozenset({"time", "client", "method", "path", "status", "latency_ms"})
@@ -116,13 +117,21 @@ def audit_lines(log: bytes) -> list[str]:
 
 
 def _redact_secret(obj: dict[str, Any]) -> dict[str, Any]:
-    """A Secret with every value replaced by ``sha256:<hex>`` of its decoded bytes."""
+    """A Secret with every value replaced by ``sha256:<hex>`` of its decoded bytes (and the
+    copy of them a client-side ``kubectl apply`` leaves in an annotation)."""
     out = dict(obj)
     data = obj.get("data") or {}
     out["data"] = {
         key: "sha256:" + hashlib.sha256(base64.b64decode(value or "")).hexdigest()
         for key, value in data.items()
     }
+    meta = dict(obj.get("metadata") or {})
+    annotations = dict(meta.get("annotations") or {})
+    if LAST_APPLIED in annotations:
+        copy = str(annotations[LAST_APPLIED]).encode()
+        annotations[LAST_APPLIED] = "sha256:" + hashlib.sha256(copy).hexdigest()
+        meta["annotations"] = annotations
+        out["metadata"] = meta
     return out
 
 
