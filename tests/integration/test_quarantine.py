@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -39,8 +40,11 @@ from operatorkit import (
     wait_ready,
 )
 
-WORKLOADS = 20
-NAMESPACES = 4
+# `make bench` runs the containment test at 100 workloads in 20 namespaces (bench/
+# scenarios_quarantine.py) and reads the figures from SECUREAI_QUARANTINE_REPORT.
+WORKLOADS = int(os.environ.get("SECUREAI_QUARANTINE_WORKLOADS", "20"))
+NAMESPACES = int(os.environ.get("SECUREAI_QUARANTINE_NAMESPACES", "4"))
+REPORT = os.environ.get("SECUREAI_QUARANTINE_REPORT")
 CONTAIN_DEADLINE_S = 1.0
 
 
@@ -250,6 +254,15 @@ def test_a_quarantine_by_image_contains_every_workload_revokes_and_keeps_evidenc
         f"containment of {len(refs)} workloads: p50 {percentile(latencies, 0.5):.3f} s, "
         f"p99 {p99:.3f} s, max {max(latencies):.3f} s"
     )
+    report: dict[str, Any] = {
+        "quarantine_workloads": len(refs),
+        "quarantine_namespaces": NAMESPACES,
+        "quarantine_contain_p50_s": round(percentile(latencies, 0.5), 3),
+        "quarantine_contain_p99_s": round(p99, 3),
+        "quarantine_contain_max_s": round(max(latencies), 3),
+    }
+    if REPORT:
+        Path(REPORT).write_text(json.dumps(report))
     assert p99 < CONTAIN_DEADLINE_S
 
     # credentials: the token taken before is refused, and no new one can be obtained
@@ -319,6 +332,9 @@ def test_a_quarantine_by_image_contains_every_workload_revokes_and_keeps_evidenc
     restore = [back.seen[r] - started for r in refs if r in back.seen]
     assert len(restore) == len(refs)
     print(f"release of {len(refs)} workloads: max {max(restore):.3f} s")
+    report["quarantine_release_max_s"] = round(max(restore), 3)
+    if REPORT:
+        Path(REPORT).write_text(json.dumps(report))
     assert max(restore) < CONTAIN_DEADLINE_S
     assert allow_spec(cluster, first_ns, first) == before_allow
     assert get_json(cluster, "deployment", first, "-n", first_ns)["spec"] == before_deploy

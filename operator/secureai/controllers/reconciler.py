@@ -223,6 +223,10 @@ class Reconciler:
         """Containment's first step, before the full reconcile: the workload's policies in
         their contained form, written at once from what is already rendered."""
         key = workload_key_of_cr(entry.body)
+        # Until its full reconcile (reconcile_now) is done, watch events of its children are
+        # not compared: that reconcile compares them all, and 100 workloads contained at once
+        # would otherwise double the API requests of this lane.
+        entry.containing = True
         try:
             async with entry.lock:
                 if not entry.desired or entry.rejected is not None:
@@ -248,17 +252,15 @@ class Reconciler:
         key = workload_key_of_cr(entry.body)
         try:
             async with entry.lock:
-                entry.urgent = True
-                try:
-                    await self._reconcile_locked(entry)
-                finally:
-                    entry.urgent = False
+                await self._reconcile_locked(entry)
         except NotLeader:
             self.deferred.add(key)
             return
         except Exception as exc:
             self._retry_later("containment", key, exc)
             return
+        finally:
+            entry.containing = False
         await self._write_status(entry)
 
     def _retry_later(self, work: str, key: WorkloadKey, exc: Exception) -> None:
@@ -360,10 +362,7 @@ class Reconciler:
         live = self.state.live_children(key).get(child)
         if live is None and self._finished_job_gone(entry, child):
             return False
-        known = entry.expected.get(child)
-        changed = known is None or known.digest != digest(manifest)
-        if live is not None and not (entry.urgent and changed and child[0] == "NetworkPolicy"):
-            # (containment writes a new policy at once; its stored form is compared after)
+        if live is not None:
             expected = await self._expected(entry, manifest)
             if not differences(expected, live):
                 return False
@@ -690,7 +689,7 @@ class Reconciler:
             return
         child: ChildKey = (kind, body["metadata"]["name"])
         desired = entry.desired.get(child)
-        if desired is not None and self.leading():
+        if desired is not None and self.leading() and not entry.containing:
             started = time.perf_counter()
             judged = None
             if kind == "NetworkPolicy":  # isolation is judged (Event, status) as the revert runs
@@ -897,7 +896,11 @@ class Reconciler:
         access; on a change, an Event, a metric and a status write."""
         if entry.model is None or entry.rejected is not None or not entry.desired:
             return
-        if not self.leading() or entry.reconciled_generation != entry.generation:
+        if (
+            not self.leading()
+            or entry.reconciled_generation != entry.generation
+            or entry.containing
+        ):
             return  # a reconcile in flight judges when it is done
         verdict = await self._remove_foreign(entry, self._verdict(entry))
         if verdict == entry.isolation:
