@@ -25,6 +25,7 @@ from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.leader import Leader
+from secureai.controllers.provenance import Lifecycle
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.certs import check_cluster_domain
 from secureai.k8s.client import KubeClient, load_credentials
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     hooks = ClusterHooks(kube, policy, namespace, clock)
     events = EventRecorder(kube, clock)
     reconciler = Reconciler(kube, policy, events, hooks=hooks, clock=clock, leading=leader.leading)
+    lifecycle = reconciler.lifecycle = Lifecycle(kube, policy, namespace, clock, events)
     registry = kopf.OperatorRegistry()
     register(registry, reconciler)
 
@@ -161,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         await ready.wait()
         try:
             await hooks.ca.ensure()
+            await lifecycle.resume()  # the provenance key, and the retention timers
             await reconciler.resync()
         except Exception as exc:  # the periodic resync and the queue carry on
             metrics.WORK_FAILURES.labels("takeover", type(exc).__name__).inc()
@@ -185,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
         if lock is None:
             await hooks.ca.ensure()  # the CA exists from the first start on (leader: take_over)
+            await lifecycle.resume()
         reconciler.queue.start()
         leader.start()
         # SIGTERM (a rollout, a drain): release the Lease before kopf starts shutting down, so
@@ -207,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     async def cleanup(**_: Any) -> None:
         await leader.stop()  # hand over at once
         await reconciler.queue.stop()
+        await lifecycle.stop()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
