@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,7 @@ async def _from_cluster(
     from secureai.k8s.client import ApiError, KubeClient, load_credentials  # noqa: PLC0415
 
     try:
-        creds = load_credentials()
+        creds = load_credentials(args.kubeconfig or os.environ.get("KUBECONFIG"))
     except Exception as exc:  # the kubernetes loader raises many kinds
         raise _Usage(f"no cluster: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     ns = args.operator_namespace
@@ -219,6 +220,7 @@ def add_lineage_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument(
             "--key", help="the operator's public key (PEM); default: the one it published"
         )
+        p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
         p.add_argument(
             "--operator-namespace",
             default="secureai-system",

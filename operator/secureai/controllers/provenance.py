@@ -48,9 +48,10 @@ LABEL_OUTPUT_UID: Final = "secureai.dev/output-uid"
 LABEL_NAMESPACE: Final = "secureai.dev/workload-namespace"
 LABEL_WORKLOAD: Final = "secureai.dev/workload-name"
 FINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
-POOL_LABEL: Final = "secureai.dev/pool"
 _RETRY_SECONDS: Final = 5.0
 _LOOKUP_SECONDS: Final = 30.0
+_GONE_SECONDS: Final = 30.0
+_IN_USE: Final = "retention ended; deletion requested, the volume is still in use"
 
 Emit = Callable[[dict[str, Any], str, str, str], None]
 
@@ -301,17 +302,14 @@ class Lifecycle:
         return created
 
     async def _nodes(self, model: SecureTrainingJob) -> dict[str, str | None]:
-        """The nodes the run's pods ran on, and each one's pool label."""
+        """The nodes the run's pods ran on, each with the pool that placed it (the spec's GPU
+        pool, whose nodeSelector the pods carried; nodes themselves are not read)."""
         text = ",".join(f"{k}={v}" for k, v in selector(model).items())
         pods = await self.kube.list("Pod", model.metadata.namespace, label_selector=text)
-        out: dict[str, str | None] = {}
-        for pod in pods:
-            node = (pod.get("spec") or {}).get("nodeName")
-            if node and node not in out:
-                body = await self.kube.get("Node", None, node)
-                labels = ((body or {}).get("metadata") or {}).get("labels") or {}
-                out[node] = labels.get(POOL_LABEL)
-        return out
+        pool = model.spec.gpu.pool if model.spec.gpu is not None else None
+        return {
+            str(node): pool for pod in pods if (node := (pod.get("spec") or {}).get("nodeName"))
+        }
 
     # --- retention -------------------------------------------------------------------------
 
@@ -357,35 +355,66 @@ class Lifecycle:
     async def _delete_output(
         self, verified: Verified, deadline: datetime, workload: dict[str, Any] | None
     ) -> None:
+        """Delete the output PVC recorded in ``verified`` (the same uid only), and the finished
+        Job of the run if it is still there: Kubernetes keeps a PVC while any pod that mounts
+        it exists, finished ones included. Waits for the PVC to be gone, then notes it."""
         volume = lifecycle.output_volume(verified.statement) or {}
         ns, claim = str(volume.get("namespace")), str(volume.get("name"))
         live = await self.kube.get("PersistentVolumeClaim", ns, claim)
         same = live is not None and live["metadata"].get("uid") == volume.get("uid")
         about = workload or live
+        reason = "already gone when retention ended"
         if same and live is not None:
+            # first: the reconciler must not take the deletion for drift
+            self.expired.add(lifecycle.workload_uid(verified.statement))
             late = (self.clock.now() - deadline).total_seconds()
+            job = await self._finished_job(verified)
             if about is not None:
                 self.emit(
                     about,
                     "Normal",
                     "OutputDeleting",
                     f"PersistentVolumeClaim/{claim}: retention ended at "
-                    f"{lifecycle.iso_z(deadline)}; deleting it ({late:.1f} s after)",
+                    f"{lifecycle.iso_z(deadline)}; deleting it ({late:.1f} s after)"
+                    + (f" with the finished Job/{job}, whose pods hold it" if job else ""),
                 )
+            if job:
+                await self.kube.delete("Job", ns, job, propagation="Background")
             await self.kube.delete("PersistentVolumeClaim", ns, claim)
             reason = "retention ended"
-        else:
-            reason = "already gone when retention ended"
+            if not await self._gone(ns, claim, str(volume.get("uid"))):
+                reason = _IN_USE
         deleted_on = self.clock.now()
         await self._note_deletion(verified, deleted_on, reason)
         if about is not None:
             self.emit(
                 about,
-                "Normal",
-                "OutputDeleted",
-                f"PersistentVolumeClaim/{claim} deleted ({reason}); noted in provenance record "
+                "Normal" if reason != _IN_USE else "Warning",
+                "OutputDeleted" if reason != _IN_USE else "OutputDeletionPending",
+                f"PersistentVolumeClaim/{claim}: {reason}; noted in provenance record "
                 f"{self.namespace}/{verified.name}",
             )
+
+    async def _finished_job(self, verified: Verified) -> str | None:
+        """The name of the run's Job (the recorded one, by uid) if it still exists."""
+        ident = lifecycle.run_job(verified.statement)
+        if ident is None:
+            return None
+        job = await self.kube.get("Job", str(ident.get("namespace")), str(ident.get("name")))
+        if job is None or job["metadata"].get("uid") != ident.get("uid"):
+            return None
+        return str(ident.get("name"))
+
+    async def _gone(self, namespace: str, claim: str, uid: str) -> bool:
+        """Whether the PVC is gone within _GONE_SECONDS (a pod still mounting it keeps it)."""
+        stop = asyncio.get_running_loop().time() + _GONE_SECONDS
+        while True:
+            live = await self.kube.get("PersistentVolumeClaim", namespace, claim)
+            if live is None or live["metadata"].get("uid") != uid:
+                return True
+            if asyncio.get_running_loop().time() > stop:
+                return False
+            await asyncio.sleep(0.1)
 
     async def _note_deletion(self, verified: Verified, deleted_on: datetime, reason: str) -> None:
         private, public = await self.keys()
@@ -419,7 +448,9 @@ class Lifecycle:
             self._recorded[uid] = verified
             if verified.deleted_on:
                 self.expired.add(uid)
-            elif lifecycle.delete_after(verified.statement) is not None:
+            elif (deadline := lifecycle.delete_after(verified.statement)) is not None:
+                if deadline <= self.clock.now():  # due: never re-created as drift meanwhile
+                    self.expired.add(uid)
                 self.schedule(verified, None)
                 count += 1
         return count

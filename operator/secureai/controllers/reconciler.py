@@ -499,7 +499,11 @@ class Reconciler:
             c[0] == "Job" and self._finished_job_gone(entry, c) and c not in live
             for c in entry.desired
         ):
-            return  # the final phase stands
+            if self.lifecycle is not None:  # the final phase stands; what it left may change
+                await self._patch_status(
+                    entry, await self.lifecycle.on_status(entry, previous, None)
+                )
+            return
         failure = await self._inspect_pods(entry)
         status = compute_status(
             entry.model,

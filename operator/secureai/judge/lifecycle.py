@@ -266,6 +266,15 @@ def delete_after(statement: dict[str, Any]) -> datetime | None:
     return None
 
 
+def run_job(statement: dict[str, Any]) -> dict[str, Any] | None:
+    """The identity of the run's Job recorded in a provenance statement."""
+    for product in statement["predicate"]["runDetails"].get("byproducts") or []:
+        if str(product.get("name", "")).startswith("job/"):
+            ident = product.get("annotations")
+            return ident if isinstance(ident, dict) else None
+    return None
+
+
 def workload_uid(statement: dict[str, Any]) -> str:
     """The uid of the SecureTrainingJob a provenance statement is about."""
     external = statement["predicate"]["buildDefinition"]["externalParameters"]
