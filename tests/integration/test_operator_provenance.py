@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from clusterkit import Cluster, wait_for
+from clusterkit import REPO, Cluster, wait_for
 from operatorkit import (
     OPERATOR_NAMESPACE,
     OPERATOR_USER,
@@ -409,3 +410,45 @@ def test_the_audit_log_attributes_every_write_to_a_workloads_children(
     assert status_writes and all(e["level"] == "RequestResponse" for e in status_writes)
     assert any("status" in (e.get("requestObject") or {}) for e in status_writes)
     assert status_writes[-1]["responseObject"]["metadata"]["name"] == name
+
+
+def test_the_chart_refuses_a_retention_longer_than_policy_at_admission(
+    cluster: Cluster, crds: None, namespace_factory: Any, tmp_path: Any
+) -> None:
+    """The chart's admission policy (a), with policy.maxOutputTtlSeconds set, refuses the
+    spec at `kubectl apply`, before the operator sees it; it is bound to this test's
+    namespace only."""
+    suffix = uuid.uuid4().hex[:8]
+    namespace = namespace_factory(labels={"secureai.dev/retention-test": suffix})
+    values = {
+        "policy": {**TEST_POLICY, "maxOutputTtlSeconds": MAX_TTL},
+        "admissionPolicies": {
+            "imagePolicy": {
+                "namespaceSelector": {"matchLabels": {"secureai.dev/retention-test": suffix}}
+            }
+        },
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    rendered = cluster.helm(
+        "template", f"ret{suffix}", str(REPO / "charts" / "secureai-operator"),
+        "--show-only", "templates/admission-image-policy.yaml", "-f", str(tmp_path / "values.yaml"),
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=rendered)
+    try:
+        ok = training(namespace, "keeper", outputTtlSecondsAfterFinished=MAX_TTL)
+        long = training(namespace, "hoarder", outputTtlSecondsAfterFinished=MAX_TTL + 1)
+        message = (
+            f"spec.retention.outputTtlSecondsAfterFinished: {MAX_TTL + 1} s is longer than "
+            f"policy allows ({MAX_TTL} s)"
+        )
+
+        def refused() -> bool:
+            proc = cluster.kubectl(
+                "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(long), check=False
+            )
+            return proc.returncode != 0 and message in proc.stderr
+
+        wait_for(refused, timeout=30, description="admission refuses the long retention")
+        cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(ok))
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input=rendered, check=False)
