@@ -232,6 +232,9 @@ def test_output_retention_deletes_the_volume_at_its_deadline_with_events(
     assert (deadline - finished_on).total_seconds() == 60
     assert events_for(cluster, namespace, "shortlived", "OutputRetention", since=since, uid=uid)
     assert get_json(cluster, "pvc", "shortlived-output", "-n", namespace) is not None
+    # a restart in between: the deadline is set again from the record, not forgotten
+    operator.stop()
+    operator.start()
 
     core = client.CoreV1Api(k8s)
 

@@ -362,7 +362,7 @@ class Lifecycle:
         ns, claim = str(volume.get("namespace")), str(volume.get("name"))
         live = await self.kube.get("PersistentVolumeClaim", ns, claim)
         same = live is not None and live["metadata"].get("uid") == volume.get("uid")
-        about = workload or live
+        about = workload or await self._workload(verified) or live
         reason = "already gone when retention ended"
         if same and live is not None:
             # first: the reconciler must not take the deletion for drift
@@ -394,6 +394,18 @@ class Lifecycle:
                 f"PersistentVolumeClaim/{claim}: {reason}; noted in provenance record "
                 f"{self.namespace}/{verified.name}",
             )
+
+    async def _workload(self, verified: Verified) -> dict[str, Any] | None:
+        """The run's SecureTrainingJob if it still exists (the same one, by uid): where the
+        retention Events go (else on the PVC)."""
+        external = verified.statement["predicate"]["buildDefinition"]["externalParameters"]
+        ident = external["workload"]
+        body = await self.kube.get(
+            "SecureTrainingJob", str(ident.get("namespace")), str(ident.get("name"))
+        )
+        if body is None or body["metadata"].get("uid") != ident.get("uid"):
+            return None
+        return body
 
     async def _finished_job(self, verified: Verified) -> str | None:
         """The name of the run's Job (the recorded one, by uid) if it still exists."""
