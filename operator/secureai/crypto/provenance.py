@@ -8,24 +8,19 @@ in-toto) accepts with the public key. The signature's ``keyid`` is the key's fin
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any, Final
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from secureai.crypto.ca import fingerprint
 from secureai.crypto.signing import (
     PAYLOAD_TYPE,
     STATEMENT_TYPE,
     SignatureError,
-    _b64,
-    _get,
-    _load_private_key,
-    _load_public_key,
-    _pae,
+    SignatureMismatchError,
+    dsse_sign,
+    dsse_verify,
+    load_private_key,
+    load_public_key,
 )
 
 __all__ = [
@@ -41,23 +36,16 @@ _MAX_ENVELOPE: Final = 1 << 20
 
 
 def public_key_fingerprint(public_key_pem: bytes) -> str:
-    return fingerprint(_load_public_key(public_key_pem))
+    return fingerprint(load_public_key(public_key_pem))
 
 
 def sign_statement(statement: dict[str, Any], private_key_pem: bytes) -> dict[str, Any]:
-    """A DSSE envelope holding ``statement`` (an in-toto v1 Statement), signed."""
+    """A DSSE envelope holding ``statement`` (an in-toto v1 Statement), signed; its key id is
+    the key's fingerprint."""
     if statement.get("_type") != STATEMENT_TYPE:
         raise SignatureError("not an in-toto v1 statement")
-    key = _load_private_key(private_key_pem, None)
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    sig = key.sign(_pae(payload), ec.ECDSA(hashes.SHA256()))
-    return {
-        "payloadType": PAYLOAD_TYPE,
-        "payload": base64.b64encode(payload).decode(),
-        "signatures": [
-            {"keyid": fingerprint(key.public_key()), "sig": base64.b64encode(sig).decode()}
-        ],
-    }
+    key = load_private_key(private_key_pem, None)
+    return dsse_sign(statement, key, keyid=fingerprint(key.public_key()))
 
 
 def verify_envelope(
@@ -69,7 +57,7 @@ def verify_envelope(
     whose one signature verifies over exactly its payload, an in-toto v1 Statement of
     ``predicate_type``.
     """
-    key = _load_public_key(public_key_pem)
+    key = load_public_key(public_key_pem)
     if isinstance(envelope, bytes | str):
         if len(envelope) > _MAX_ENVELOPE:
             raise SignatureError("malformed envelope: too large")
@@ -81,37 +69,33 @@ def verify_envelope(
             raise SignatureError("malformed envelope: not a JSON object")
     if set(envelope) != {"payloadType", "payload", "signatures"}:
         raise SignatureError("malformed envelope: expected payloadType, payload and signatures")
-    if _get(envelope, "payloadType", str) != PAYLOAD_TYPE:
-        raise SignatureError(f"malformed envelope: payloadType is not {PAYLOAD_TYPE}")
-    payload = _b64(_get(envelope, "payload", str), "payload")
-    signatures = _get(envelope, "signatures", list)
-    if len(signatures) != 1:
-        raise SignatureError("malformed envelope: expected exactly one signature")
-    entry = signatures[0]
+    signatures = envelope["signatures"]
+    entry = signatures[0] if isinstance(signatures, list) and signatures else None
     if not isinstance(entry, dict) or set(entry) - {"keyid", "sig"}:
         raise SignatureError("malformed envelope: invalid signature entry")
     keyid = entry.get("keyid", "")
     if keyid and keyid != fingerprint(key):
         raise SignatureError("wrong key: the envelope was signed by a different key")
-    sig = _b64(_get(entry, "sig", str), "signature")
     try:
-        key.verify(sig, _pae(payload), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
+        statement = dsse_verify(envelope, key)
+    except SignatureMismatchError:
         raise SignatureError(
             "signature does not verify: the record was modified or signed by another key"
         ) from None
-    try:
-        statement = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SignatureError("malformed envelope: signed payload is not JSON") from None
-    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+    if statement.get("_type") != STATEMENT_TYPE:
         raise SignatureError("malformed envelope: not an in-toto v1 statement")
     if statement.get("predicateType") != predicate_type:
         raise SignatureError(f"malformed envelope: predicateType is not {predicate_type}")
-    subjects = _get(statement, "subject", list)
-    if not subjects or not all(
-        isinstance(s, dict) and isinstance(s.get("digest"), dict) and s["digest"] for s in subjects
+    subjects = statement.get("subject")
+    if (
+        not isinstance(subjects, list)
+        or not subjects
+        or not all(
+            isinstance(s, dict) and isinstance(s.get("digest"), dict) and s["digest"]
+            for s in subjects
+        )
     ):
         raise SignatureError("malformed envelope: every subject needs a digest")
-    _get(statement, "predicate", dict)
+    if not isinstance(statement.get("predicate"), dict):
+        raise SignatureError("malformed envelope: missing predicate")
     return statement
