@@ -139,6 +139,7 @@ class Lifecycle:
         self._recorded: dict[str, Verified] = {}  # by workload uid
         self._timers: dict[str, asyncio.Task[None]] = {}  # by record name
         self.expired: set[str] = set()  # workload uids whose output retention deleted
+        self._invalid: set[str] = set()  # records reported as not verifying
         self._links: dict[tuple[str, str], tuple[str | None, float, dict[str, Any] | None]] = {}
 
     # --- the key ---------------------------------------------------------------------------
@@ -236,8 +237,11 @@ class Lifecycle:
             verified = verify_record(live.get("data") or {}, public, name)
         except SignatureError as exc:
             log.error("provenance record %s does not verify: %s", name, exc)
-            self.emit(entry.body, "Warning", "ProvenanceInvalid", f"ConfigMap/{name}: {exc}")
+            if name not in self._invalid:  # once, not at every status write
+                self._invalid.add(name)
+                self.emit(entry.body, "Warning", "ProvenanceInvalid", f"ConfigMap/{name}: {exc}")
             return None
+        self._invalid.discard(name)
         self._recorded[model.metadata.uid] = verified
         if verified.deleted_on:
             self.expired.add(model.metadata.uid)
