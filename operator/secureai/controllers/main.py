@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             await quarantines.resync()  # containment first, before anything else
             await hooks.ca.ensure()
-            await lifecycle.resume()  # the provenance key, and the retention timers
             await reconciler.resync()
+            await lifecycle.resume()  # the retention timers: after the reverts, never before
         except Exception as exc:  # the periodic resync and the queue carry on
             metrics.WORK_FAILURES.labels("takeover", type(exc).__name__).inc()
             log.warning("take-over: %s", exc)
