@@ -40,6 +40,7 @@ from secureai.crypto.signing import generate_signing_key
 from secureai.judge import lifecycle
 from secureai.render import PolicyViolation, render
 from secureai.render.validate import check
+from strategies import cases
 
 KEYS = generate_signing_key()
 OTHER = generate_signing_key()
@@ -461,3 +462,37 @@ def test_lineage_bad_input_exits_2_with_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=cases("SecureTrainingJob"), data=st.data())
+def test_any_training_spec_gives_a_valid_statement_that_round_trips(
+    case: tuple[Policy, dict[str, Any]], data: st.DataObject
+) -> None:
+    """Property: for any admissible training spec and run, the statement is a valid in-toto v1
+    SLSA v1 statement, it verifies once signed, and its facts are the run's."""
+    policy, manifest = case
+    manifest["metadata"].update(uid=str(uuid.uuid4()), generation=data.draw(st.integers(1, 50)))
+    cr = SecureTrainingJob.model_validate(manifest)
+    ns = cr.metadata.namespace
+    failed = data.draw(st.booleans())
+    output = _pvc(ns, f"{cr.metadata.name}-output") if cr.spec.output else None
+    statement = lifecycle.provenance_statement(
+        cr, manifest["spec"], policy, _job(cr, failed=failed), output_pvc=output,
+        dataset_pvcs={d.claim_name: _pvc(ns, d.claim_name) for d in cr.spec.datasets or []},
+        census=[], nodes={"n1": None},
+    )  # fmt: skip
+    pb = json_format.ParseDict(statement, statement_pb2.Statement(), ignore_unknown_fields=False)
+    Statement.copy_from_pb(pb).validate()
+    json_format.ParseDict(
+        statement["predicate"], provenance_pb2.Provenance(), ignore_unknown_fields=False
+    )
+    data_ = {STATEMENT_ITEM: json.dumps(sign_statement(statement, KEYS.private_key_pem))}
+    verified = verify_record(data_, KEYS.public_key_pem)
+    facts = lifecycle.summary(verified.statement)
+    assert facts["outcome"] == ("Failed" if failed else "Succeeded")
+    assert facts["generation"] == cr.metadata.generation
+    assert facts["datasets"] == [d.claim_name for d in cr.spec.datasets or []]
+    assert (facts["deleteAfter"] is not None) == (
+        output is not None and lifecycle.output_ttl(cr, policy) is not None
+    )
