@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from secureai.api import Policy
 from secureai.api.errors import one_line
+from secureai.api.quarantine import Quarantine
 from secureai.clock import process_clock
 from secureai.controllers import metrics
 from secureai.controllers.events import EventRecorder
@@ -26,8 +27,9 @@ from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.leader import Leader
 from secureai.controllers.provenance import Lifecycle
-from secureai.controllers.quarantine import QuarantineController
+from secureai.controllers.quarantine import QuarantineController, Ref
 from secureai.controllers.reconciler import Reconciler
+from secureai.k8s import evidence
 from secureai.k8s.certs import check_cluster_domain
 from secureai.k8s.client import KubeClient, load_credentials
 from secureai.k8s.lease import LeaseLock
@@ -175,6 +177,14 @@ def run(args: argparse.Namespace) -> int:
     )
     quarantines.attach(reconciler)
     lifecycle = reconciler.lifecycle = Lifecycle(kube, policy, namespace, clock, events)
+
+    async def collect_evidence(quarantine: Quarantine, refs: list[Ref]) -> tuple[str, str]:
+        name = quarantine.metadata.name
+        return await evidence.seal_and_store(
+            kube, namespace, name, quarantine.spec.reason, refs, clock=clock
+        )
+
+    quarantines.collect_evidence = collect_evidence
     registry = kopf.OperatorRegistry()
     register(registry, reconciler, quarantines)
 
