@@ -73,7 +73,11 @@ LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 KIND_LABELS: Final = {"SecureTrainingJob": "training", "SecureInferenceService": "inference"}
 CONCURRENCY: Final = 8
 _AUDIT_KEYS: Final = frozenset({"time", "client", "method", "path", "status", "latency_ms"})
-_PART_OF: Final = {"app.kubernetes.io/part-of": "secureai"}
+# managed-by: the chart's admission policies let only the operator write or delete these
+_PART_OF: Final = {
+    "app.kubernetes.io/part-of": "secureai",
+    "app.kubernetes.io/managed-by": "secureai",
+}
 _CREATE_ATTEMPTS: Final = 5
 
 T = TypeVar("T")
