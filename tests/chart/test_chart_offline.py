@@ -330,7 +330,20 @@ def test_namespaced_mode_grants_namespaced_rights_only_in_the_watched_namespaces
     (ca,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-ca")]
     assert ca["metadata"]["namespace"] == NAMESPACE
     named = {r for rule in ca["rules"] if rule.get("resourceNames") for r in rule["resourceNames"]}
-    assert named == {"secureai-ca", "secureai-ca-bundle", "secureai-evidence-signer"}
+    assert named == {
+        "secureai-ca",
+        "secureai-ca-bundle",
+        "secureai-evidence-signer",
+        "secureai-provenance-key",
+    }
+    # the provenance records (one per run, names not known in advance): read and noted, never
+    # deleted nor replaced; nothing in the release namespace beyond Secrets and ConfigMaps
+    unnamed = [rule for rule in ca["rules"] if not rule.get("resourceNames")]
+    assert {r for rule in unnamed for r in rule["resources"]} == {"secrets", "configmaps"}
+    assert not any(
+        "configmaps" in rule["resources"] and {"delete", "update"} & set(rule["verbs"])
+        for rule in unnamed
+    )
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--namespace") :].count("--namespace") == 2
     peerings = by_kind(docs, "KopfPeering")

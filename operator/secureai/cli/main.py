@@ -18,6 +18,7 @@ from secureai.api.errors import one_line
 from secureai.cli.crypto_cmds import add_dataset_parser, add_model_parser
 from secureai.cli.dataset_pii_cmds import add_dataset_pii_commands
 from secureai.cli.guard_cmd import add_guard_parser
+from secureai.cli.lineage_cmd import add_lineage_parser
 from secureai.cli.quarantine_cmds import add_quarantine_parser
 from secureai.render import PolicyViolation, render, to_yaml
 
@@ -163,6 +164,7 @@ def _add_delegated(sub: Any) -> None:
     add_dataset_pii_commands(add_dataset_parser(sub))
     add_model_parser(sub)
     add_guard_parser(sub)
+    add_lineage_parser(sub)
     add_quarantine_parser(sub)
 
 

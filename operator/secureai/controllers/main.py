@@ -26,6 +26,7 @@ from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.leader import Leader
+from secureai.controllers.provenance import Lifecycle
 from secureai.controllers.quarantine import QuarantineController, Ref
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s import evidence
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         containments=quarantines,
     )
     quarantines.attach(reconciler)
+    lifecycle = reconciler.lifecycle = Lifecycle(kube, policy, namespace, clock, events)
 
     async def collect_evidence(quarantine: Quarantine, refs: list[Ref]) -> tuple[str, str]:
         name = quarantine.metadata.name
@@ -193,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             await quarantines.resync()  # containment first, before anything else
             await hooks.ca.ensure()
             await reconciler.resync()
+            await lifecycle.resume()  # the retention timers: after the reverts, never before
         except Exception as exc:  # the periodic resync and the queue carry on
             metrics.WORK_FAILURES.labels("takeover", type(exc).__name__).inc()
             log.warning("take-over: %s", exc)
@@ -216,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
         if lock is None:
             await hooks.ca.ensure()  # the CA exists from the first start on (leader: take_over)
+            await lifecycle.resume()
         reconciler.queue.start()
         leader.start()
         # SIGTERM (a rollout, a drain): release the Lease before kopf starts shutting down, so
@@ -238,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     async def cleanup(**_: Any) -> None:
         await leader.stop()  # hand over at once
         await reconciler.queue.stop()
+        await lifecycle.stop()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -102,6 +102,18 @@ class NoQuarantines:
         return None
 
 
+class Lifecycle(Protocol):
+    """What a finished run leaves (controllers/provenance.py): provenance and retention."""
+
+    async def on_status(
+        self, entry: Entry, status: dict[str, Any], job: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Record a finished run; return the status with its provenance in lineage."""
+
+    def output_expired(self, workload_uid: str) -> bool:
+        """Whether retention deleted the workload's output (not to be re-created)."""
+
+
 class ChildRefused(Exception):
     """The API server refuses a rendered child as invalid (422): the spec must change."""
 
@@ -123,6 +135,7 @@ class Reconciler:
         self.policy = policy
         self.emit = emit
         self.hooks = hooks
+        self.lifecycle: Lifecycle | None = None
         self.clock: Clock = clock or SystemClock()
         self.state = State()
         self._status_tasks: dict[WorkloadKey, asyncio.Task[None]] = {}
@@ -417,8 +430,12 @@ class Reconciler:
 
     def _finished_job_gone(self, entry: Entry, child: ChildKey) -> bool:
         """A finished training's Job removed by its TTL is not drift: it is not recreated
-        (the training would run again) and the workload keeps its final phase."""
+        (the training would run again) and the workload keeps its final phase. Nor is an
+        output volume that retention deleted."""
         status = entry.body.get("status") or {}
+        if child[0] == "PersistentVolumeClaim" and self.lifecycle is not None:
+            uid = str(entry.body["metadata"].get("uid"))
+            return self.lifecycle.output_expired(uid)
         return (
             child[0] == "Job"
             and status.get("phase") in FINAL_PHASES
@@ -580,8 +597,15 @@ class Reconciler:
             return
         previous = entry.body.get("status") or {}
         live = self.state.live_children(workload_key_of_cr(entry.body))
-        if any(self._finished_job_gone(entry, c) and c not in live for c in entry.desired):
-            return  # the final phase stands
+        if any(
+            c[0] == "Job" and self._finished_job_gone(entry, c) and c not in live
+            for c in entry.desired
+        ):
+            if self.lifecycle is not None:  # the final phase stands; what it left may change
+                await self._patch_status(
+                    entry, await self.lifecycle.on_status(entry, previous, None)
+                )
+            return
         failure = await self._inspect_pods(entry)
         status = compute_status(
             entry.model,
@@ -590,6 +614,8 @@ class Reconciler:
             previous,
             iso(self.clock.now()),
         )
+        if self.lifecycle is not None:
+            status = await self.lifecycle.on_status(entry, status, live.get(("Job", entry.name)))
         before = _ready(previous)
         if status == previous:
             return
