@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -94,6 +96,19 @@ def namespace_factory(cluster: Cluster, real_node: str) -> Iterator[Callable[...
     yield make
     for name in made:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A model-signing key pair made by `secureai model keygen`."""
+    folder = tmp_path_factory.mktemp("signer")
+    private, public = folder / "signer.key", folder / "signer.pub"
+    subprocess.run(
+        [sys.executable, "-m", "secureai.cli.main", "model", "keygen",
+         "--private-key", str(private), "--public-key", str(public)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return private, public
 
 
 @pytest.fixture(scope="module")

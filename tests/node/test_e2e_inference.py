@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from nodekit import UID, image, pin_to_real_node, read_only_claim, real_pod, volume_dir
 from nodekit import restricted_container as container
 
@@ -43,14 +42,6 @@ PII_CARD = "4111 1111 1111 1111"
 
 def secureai(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SECUREAI, *args], capture_output=True, text=True, check=True)
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("signer")
-    private, public = folder / "signer.key", folder / "signer.pub"
-    secureai("model", "keygen", "--private-key", str(private), "--public-key", str(public))
-    return private, public
 
 
 def signed_model_claim(

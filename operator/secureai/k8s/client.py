@@ -66,6 +66,15 @@ class Credentials:
     token_file: str | None
 
 
+def _retry_after(header: str | None) -> float:
+    """Seconds to wait on a 429: the server's Retry-After, bounded to 0.1-2 s."""
+    try:
+        seconds = float(header or "0.5")
+    except ValueError:
+        seconds = 0.5
+    return min(max(seconds, 0.1), 2.0)
+
+
 def load_credentials(kubeconfig: str | None = None) -> Credentials:
     """From $KUBECONFIG (or `kubeconfig`), else the in-cluster service account."""
     cfg = Configuration()
@@ -179,7 +188,13 @@ class KubeClient:
                 async with self._get_session().request(
                     method, url, data=data, headers=headers
                 ) as resp:
-                    return resp.status, resp.reason or "", await resp.text()
+                    text = await resp.text()
+                    if resp.status == 429 and attempt < TRANSPORT_RETRIES:
+                        # not processed (a CRD's storage starting, priority and fairness):
+                        # any method may be sent again after the wait the server asks for
+                        await asyncio.sleep(_retry_after(resp.headers.get("Retry-After")))
+                        continue
+                    return resp.status, resp.reason or "", text
             except aiohttp.ClientConnectionError as exc:
                 # A restarted API server drops pooled connections: reconnect and retry.
                 if attempt == TRANSPORT_RETRIES:
