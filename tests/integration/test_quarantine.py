@@ -480,3 +480,37 @@ def test_a_drift_storm_quarantines_the_workload(
         assert allow_spec(cluster, ns, "stormy").get("ingress") in (None, [])
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_stop_scales_to_zero_only_after_the_evidence_is_sealed(
+    cluster: Cluster, operator: OperatorProcess, quarantines: list[str]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    ns = f"t-qstop-{tag}"
+    cluster.kubectl("create", "namespace", ns)
+    model_prereqs(cluster, ns, ["embeddings-model"])
+    apply_yaml(cluster, service(ns, "halt", f"secureai.local/modelserver@{digest_of(tag)}"))
+    wait_ready(cluster, "sis", ns, "halt", timeout=120)
+    name = f"q-stop-{tag}"
+    quarantines.append(name)
+    try:
+        apply_yaml(
+            cluster,
+            quarantine_body(name, match={"workloads": [{"namespace": ns, "name": "halt"}]},
+                            action="Stop"),
+        )  # fmt: skip
+
+        def stopped() -> Any:
+            deployment = get_json(cluster, "deployment", "halt", "-n", ns) or {}
+            return deployment if deployment.get("spec", {}).get("replicas") == 0 else None
+
+        wait_for(stopped, timeout=120, description="scaled to zero")
+        q = get_json(cluster, "quarantine", name)
+        assert q["status"].get("evidence"), "Stop acts only once the evidence is sealed"
+        cr = get_json(cluster, "sis", "halt", "-n", ns)
+        assert (condition(cr, "Quarantined") or {}).get("reason") == "Stopped"
+        # drift revert protects the stopped form too
+        cluster.kubectl("scale", "deployment", "halt", "-n", ns, "--replicas=2", check=False)
+        wait_for(stopped, timeout=10, description="scaled back to zero")
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
