@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pss import check_restricted, pod_specs_of
+from secureai.judge.pss import check_restricted, pod_specs_of
 from secureai.api import Policy, SecureTrainingJob, Workload
 from secureai.api.policy import GPU_PRESENT_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
 

@@ -1,4 +1,4 @@
-"""Pod Security Standards (PSS) checker for tests.
+"""Pod Security Standards (PSS) checker: the admission plugin's rules, pure.
 
 Checks the camelCase dict form of a PodSpec (as written in YAML manifests) against every
 field rule of the Kubernetes Pod Security Standards, Baseline and Restricted profiles, as
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 Version = tuple[int, int]
@@ -281,7 +282,7 @@ class _Pod:
     def security_context(self) -> Mapping[str, Any]:
         return _as_map(self.spec.get("securityContext"))
 
-    @property
+    @cached_property
     def containers(self) -> list[_Container]:
         return [
             _Container(f"{kind}[{i}]", _as_map(container))
