@@ -13,14 +13,13 @@ import html
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from secureai.api import Policy
 from secureai.judge.posture import CONTROLS, SEVERITIES, Posture, judge, reaches
-from secureai.k8s.client import KubeClient, load_credentials
-from secureai.k8s.reader import Unreachable, gather
 
 API_VERSION = "secureai.dev/audit/v1"
 FAIL_ON = (*SEVERITIES, "none")
@@ -183,6 +182,10 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size:
 
 
 async def _gather_and_judge(args: argparse.Namespace, policy: Policy, now: datetime) -> Posture:
+    # the API client (kubernetes, aiohttp) only for this command: the CLI starts fast
+    from secureai.k8s.client import KubeClient, load_credentials  # noqa: PLC0415
+    from secureai.k8s.reader import Unreachable, gather  # noqa: PLC0415
+
     try:
         credentials = load_credentials(args.kubeconfig)
     except Exception as exc:  # the kubernetes package raises many kinds for a bad config
@@ -197,10 +200,8 @@ async def _gather_and_judge(args: argparse.Namespace, policy: Policy, now: datet
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from secureai.cli.main import load_policy  # noqa: PLC0415 - main imports this module
-
     now = datetime.now(UTC)
-    policy = load_policy(args.policy)  # InputError: exit 2 in main
+    policy = args.load_policy(args.policy)  # cli.main's loader: bad input exits 2 there
     try:
         posture = asyncio.run(_gather_and_judge(args, policy, now))
     except AuditInputError as exc:
@@ -224,7 +225,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1 if report["failed"] else 0
 
 
-def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_audit_parser(
+    subparsers: Any, load_policy: Callable[[str | None], Policy]
+) -> argparse.ArgumentParser:
+    """Add ``audit``; `load_policy` reads ``--policy`` (cli.main's, with its input errors)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "audit",
         help="report the posture of the cluster's AI workloads (read-only)",
@@ -248,5 +252,5 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="where the operator runs and keeps its CA (default: $SECUREAI_NAMESPACE "
         "or secureai-system)",
     )
-    p.set_defaults(func=cmd_audit)
+    p.set_defaults(func=cmd_audit, load_policy=load_policy)
     return p

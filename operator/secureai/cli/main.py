@@ -163,7 +163,7 @@ def _add_delegated(sub: Any) -> None:
     add_dataset_pii_commands(add_dataset_parser(sub))
     add_model_parser(sub)
     add_guard_parser(sub)
-    add_audit_parser(sub)
+    add_audit_parser(sub, load_policy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
