@@ -20,87 +20,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secureai.api import Policy, parse_workload
+from posturekit import RESTRICTED, namespace, synthetic, world
+from secureai.api import Policy
 from secureai.cli.audit_cmd import API_VERSION, to_html, to_json, to_table
 from secureai.judge import posture
 from secureai.judge.posture import RULES, Gathered, Rbac, judge, reaches
-from secureai.render import render
 from strategies import EXAMPLE_POLICY, EXAMPLES, cases
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PROPERTY = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-
-
-def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
-
-
-def world(policy: Policy, manifest: dict[str, Any], pods_per_template: int = 1) -> Gathered:
-    """The live objects the operator makes for `manifest`, as a clean cluster would hold them."""
-    cr = parse_workload(manifest)
-    children = render(cr, policy)
-    ns = cr.metadata.namespace
-    workload = {**copy.deepcopy(manifest), "status": {}}
-    pods, claims, sets = [], [], []
-    for child in children:
-        if child["kind"] in ("Deployment", "Job"):
-            template = child["spec"]["template"]
-            child["metadata"]["uid"] = f"uid-{child['kind']}-{child['metadata']['name']}"
-            owner = child["metadata"]["uid"]
-            if child["kind"] == "Deployment":
-                owner = f"uid-rs-{child['metadata']['name']}"
-                sets.append(
-                    {
-                        "kind": "ReplicaSet",
-                        "metadata": {
-                            "name": "rs",
-                            "namespace": ns,
-                            "uid": owner,
-                            "ownerReferences": [
-                                {"uid": child["metadata"]["uid"], "controller": True}
-                            ],
-                        },
-                    }
-                )
-            for i in range(pods_per_template):
-                pods.append(
-                    {
-                        "kind": "Pod",
-                        "metadata": {
-                            **copy.deepcopy(template["metadata"]),
-                            "name": f"{child['metadata']['name']}-{i}",
-                            "namespace": ns,
-                            "ownerReferences": [{"uid": owner, "controller": True}],
-                        },
-                        "spec": copy.deepcopy(template["spec"]),
-                    }
-                )
-        if child["kind"] == "PersistentVolumeClaim":
-            claims.append(child)
-    rendered = {c["metadata"]["name"] for c in claims}
-    for pod in pods:
-        for volume in pod["spec"].get("volumes") or []:
-            name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-            if name and name not in rendered:
-                rendered.add(name)
-                claims.append(
-                    {
-                        "kind": "PersistentVolumeClaim",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"storageClassName": policy.encrypted_storage_classes[0]},
-                    }
-                )
-    return Gathered(
-        workloads=[workload],
-        pods=pods,
-        controllers=[c for c in children if c["kind"] in ("Deployment", "Job")],
-        replica_sets=sets,
-        network_policies=[c for c in children if c["kind"] == "NetworkPolicy"],
-        namespaces=[namespace(ns, RESTRICTED)],
-        claims=claims,
-    )
 
 
 def example(name: str) -> dict[str, Any]:
@@ -594,21 +523,7 @@ def test_html_escapes_cluster_text() -> None:
 
 
 def test_judge_of_1000_workloads_is_fast() -> None:
-    base = example("inference-gpu-guarded.yaml")
-    worlds = []
-    for i in range(1000):
-        m = copy.deepcopy(base)
-        m["metadata"].update(name=f"w-{i}", namespace=f"ns-{i % 10}", uid=f"u-{i}")
-        worlds.append(world(EXAMPLE_POLICY, m, pods_per_template=1))
-    g = Gathered(
-        workloads=[w for x in worlds for w in x.workloads],
-        pods=[w for x in worlds for w in x.pods],
-        controllers=[w for x in worlds for w in x.controllers],
-        replica_sets=[w for x in worlds for w in x.replica_sets],
-        network_policies=[w for x in worlds for w in x.network_policies],
-        namespaces=[namespace(f"ns-{j}", RESTRICTED) for j in range(10)],
-        claims=[w for x in worlds for w in x.claims],
-    )
+    g = synthetic(example("inference-gpu-guarded.yaml"), EXAMPLE_POLICY, 1000)
     started = time.perf_counter()
     p = judge(g, EXAMPLE_POLICY, NOW)
     elapsed = time.perf_counter() - started
