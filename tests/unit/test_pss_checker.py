@@ -1,4 +1,4 @@
-"""Tests of the Pod Security Standards checker in secureai/judge/pss.py (shared by the tests and `secureai audit`)."""
+"""Tests of the Pod Security Standards checker, secureai/judge/pss.py (tests and audit share it)."""
 
 from __future__ import annotations
 
