@@ -528,4 +528,19 @@ def test_judge_of_1000_workloads_is_fast() -> None:
     p = judge(g, EXAMPLE_POLICY, NOW)
     elapsed = time.perf_counter() - started
     assert len(p.workloads) == 1000 and p.findings == ()
-    assert elapsed < 5, f"judge took {elapsed:.2f}s over 1000 workloads"
+    # the whole audit's budget (issue 18: < 10 s); bench_audit reports the figure
+    assert elapsed < 10, f"judge took {elapsed:.2f}s over 1000 workloads"
+
+
+def test_copied_secureai_labels_do_not_hide_a_gpu_workload() -> None:
+    """Managed means owned by a live workload, not labelled like one."""
+    g = inference()
+    deploy = copy.deepcopy(next(c for c in g.controllers if c["kind"] == "Deployment"))
+    deploy["metadata"].update(name="copycat", uid="uid-copycat")
+    deploy["metadata"]["ownerReferences"] = []
+    p = judge(with_(g, controllers=[*g.controllers, deploy]), EXAMPLE_POLICY, NOW)
+    assert ids(p) == [("SAI-SHADOW-001", "Deployment/ml-serving/copycat")]
+    # the operator's own children, with the workloads unreadable: still not shadow AI
+    forbidden = {"secureinferenceservices": "forbidden", "securetrainingjobs": "forbidden"}
+    p = judge(with_(g, workloads=[], forbidden=forbidden), EXAMPLE_POLICY, NOW)
+    assert p.shadow == ()

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from secureai.api import Policy
+from secureai.api import GROUP, Policy
 from secureai.judge import isolation, pss
-from secureai.render.meta import LABEL_KIND, LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
+from secureai.render.meta import LABEL_KIND, LABEL_WORKLOAD
 from secureai.render.status import init_failure, verified_model
 from secureai.render.validate import DIGEST_RE, image_repository
 
@@ -772,10 +772,18 @@ def ai_signals(spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return gpus, others
 
 
-def _is_managed(obj: Obj) -> bool:
-    tmeta, _ = pod_template(obj)
-    return _labels(obj).get(LABEL_MANAGED_BY) == MANAGED_BY or LABEL_WORKLOAD in (
-        tmeta.get("labels") or {}
+def _is_managed(obj: Obj, workloads: set[str], trust_kind: bool) -> bool:
+    """Made by secureai: owned by a live workload. Labels prove nothing (anyone can copy
+    them); an owner reference to a missing uid is garbage-collected. When the workloads
+    could not be read (`trust_kind`), an owner of a secureai kind has to do."""
+    return any(
+        ref.get("uid") in workloads
+        or (
+            trust_kind
+            and ref.get("kind") in KINDS
+            and str(ref.get("apiVersion", "")).startswith(GROUP)
+        )
+        for ref in _meta(obj).get("ownerReferences") or []
     )
 
 
@@ -921,7 +929,10 @@ def judge(g: Gathered, policy: Policy, now: datetime, namespace: str | None = No
     shadow = []
     candidates = [c for c in g.controllers if not (c.get("kind") == "Job" and _has_controller(c))]
     candidates += [p for p in g.pods if not _has_controller(p)]
-    for obj in sorted((c for c in candidates if inside(c) and not _is_managed(c)), key=_ref):
+    uids = {str(_meta(w).get("uid")) for w in g.workloads}
+    trust = bool({"securetrainingjobs", "secureinferenceservices"} & set(g.forbidden))
+    candidates = [c for c in candidates if inside(c) and not _is_managed(c, uids, trust)]
+    for obj in sorted(candidates, key=_ref):
         tmeta, spec = pod_template(obj)
         gpus, others = ai_signals(spec)
         if not gpus and not others:

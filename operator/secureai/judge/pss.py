@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Literal
 
 Version = tuple[int, int]
@@ -231,6 +231,8 @@ _TEMPLATED_KINDS = frozenset(
 
 
 def _as_map(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without an ABC instance check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -267,7 +269,7 @@ class _Container:
     path: str  # e.g. "initContainers[0]"
     spec: Mapping[str, Any]
 
-    @property
+    @cached_property
     def security_context(self) -> Mapping[str, Any]:
         return _as_map(self.spec.get("securityContext"))
 
@@ -278,7 +280,7 @@ class _Pod:
     metadata: Mapping[str, Any]
     version: Version
 
-    @property
+    @cached_property
     def security_context(self) -> Mapping[str, Any]:
         return _as_map(self.spec.get("securityContext"))
 
@@ -650,6 +652,7 @@ _CHECKS: tuple[_Check, ...] = (
 )
 
 
+@cache
 def _checks_for(level: Level, version: Version) -> list[_Check]:
     active = [c for c in _CHECKS if c.since <= version]
     if level == "baseline":
