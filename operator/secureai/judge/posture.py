@@ -13,7 +13,6 @@ needs it is then `unknown`, never `pass`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ Obj = Mapping[str, Any]
 
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 MODEL_VERIFY = "model-verify"
+TEMPLATE = "secureai.dev/template"  # marks a controller's pod template among live pods
 DRIFT_WINDOW = timedelta(hours=24)
 CA_WARNING = timedelta(days=30)
 CONTROLLER_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"})
@@ -406,7 +406,6 @@ class _Ctx:
     claims: dict[tuple[str, str], Obj]
     volumes: dict[str, Obj]
     reverts: dict[str, datetime]  # workload uid -> last DriftReverted Event
-    pss_memo: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _context(g: Gathered, policy: Policy, now: datetime) -> _Ctx:
@@ -470,6 +469,7 @@ def _workload_pods(ctx: _Ctx, cr: Obj) -> list[Obj]:
                 "kind": "Pod",
                 "metadata": {**tmeta, "name": f"template of {_ref(ctl)}"},
                 "spec": tspec,
+                TEMPLATE: True,
             }
         )
     return out
@@ -535,16 +535,10 @@ def _pod_checks(
     return Control(control, "fail", msg, rule)
 
 
-def pss_problems(pod: Obj, memo: dict[str, list[str]] | None = None) -> list[str]:
-    """Pod Security restricted violations of a pod (or template). A workload's pods share
-    their template's spec: `memo` judges each distinct (spec, annotations) once."""
+def pss_problems(pod: Obj) -> list[str]:
+    """Pod Security restricted violations of a pod (or template)."""
     meta, spec = pod_template(pod)
-    if memo is None:
-        return [v.message for v in pss.evaluate(spec, meta)]
-    key = json.dumps([spec, meta.get("annotations")], sort_keys=True, default=str)
-    if key not in memo:
-        memo[key] = [v.message for v in pss.evaluate(spec, meta)]
-    return memo[key]
+    return [v.message for v in pss.evaluate(spec, meta)]
 
 
 def token_problems(pod: Obj, max_seconds: int) -> list[str]:
@@ -713,18 +707,22 @@ def _quarantine(cr: Obj, out: list[Finding]) -> Control:
     return Control("quarantine", "fail", why, "SAI-QUA-001")
 
 
-def _managed(ctx: _Ctx, cr: Obj, pods: list[Obj], out: list[Finding]) -> WorkloadPosture:
+def _managed(ctx: _Ctx, cr: Obj, selected: list[Obj], out: list[Finding]) -> WorkloadPosture:
+    """The controls of one workload. `selected`: its live pods and pod templates; isolation
+    covers both (pods to come), the other controls the live pods, or the templates while no
+    pod runs."""
     meta = _meta(cr)
     subject = f"{cr.get('kind')}/{meta.get('namespace')}/{meta.get('name')}"
+    pods = [p for p in selected if not p.get(TEMPLATE)] or selected
     max_seconds = ctx.policy.tokens.max_seconds
     judges = {
-        "isolated": lambda: _isolated(ctx, cr, pods, out),
+        "isolated": lambda: _isolated(ctx, cr, selected, out),
         "hardened": lambda: _pod_checks(
             "hardened",
             "SAI-PSS-001",
             subject,
             pods,
-            lambda p: pss_problems(p, ctx.pss_memo),
+            pss_problems,
             out,
             "pods meet Pod Security restricted",
         ),

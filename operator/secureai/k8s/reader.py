@@ -68,14 +68,22 @@ class Unreachable(Exception):
     """The API server could not be asked at all (one line)."""
 
 
+# Only their metadata is judged (owner references): the API server sends nothing else.
+METADATA_ONLY = frozenset({"replicasets"})
+PARTIAL_METADATA = (
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+)
+
+
 async def _list(
     kube: KubeClient, item: Listed, namespace: str | None, params: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    result = await kube.request("GET", item.resource.path(namespace), params=params)
+    accept = PARTIAL_METADATA if item.key in METADATA_ONLY else "application/json"
+    result = await kube.request("GET", item.resource.path(namespace), params=params, accept=accept)
     items: list[dict[str, Any]] = result.get("items") or []
-    for obj in items:  # a list's items carry no kind
-        obj.setdefault("kind", item.resource.kind)
-        obj.setdefault("apiVersion", item.resource.api_version)
+    for obj in items:  # a list's items carry no kind (or PartialObjectMetadata)
+        obj["kind"] = item.resource.kind
+        obj["apiVersion"] = item.resource.api_version
     return items
 
 
