@@ -68,7 +68,11 @@ def apply_yaml(cluster: Cluster, docs: list[dict[str, Any]] | dict[str, Any], *a
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("securetrainingjobs.secureai.dev", "secureinferenceservices.secureai.dev"):
+    for crd in (
+        "securetrainingjobs.secureai.dev",
+        "secureinferenceservices.secureai.dev",
+        "quarantines.secureai.dev",
+    ):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
 

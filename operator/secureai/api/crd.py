@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from secureai.api.base import GROUP, VERSION
 from secureai.api.kinds import KINDS, SecureInferenceService, SecureTrainingJob
+from secureai.api.quarantine import Quarantine, QuarantineStatus
 from secureai.api.status import WorkloadStatus
 
 _DROPPED_KEYS = {"title", "default", "$defs"}
@@ -83,8 +84,8 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def _status_schema() -> dict[str, Any]:
-    schema = openapi_schema(WorkloadStatus)
+def _status_schema(model: type[BaseModel] = WorkloadStatus) -> dict[str, Any]:
+    schema = openapi_schema(model)
     conditions = schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
@@ -114,13 +115,93 @@ def _printer_columns(kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def crd(kind: str) -> dict[str, Any]:
-    """The CustomResourceDefinition of one kind."""
-    model = KINDS[kind]
+def _spec_schema(model: type[BaseModel], kind: str) -> dict[str, Any]:
     spec_model = model.model_fields["spec"].annotation
     assert isinstance(spec_model, type) and issubclass(spec_model, BaseModel)
     spec_schema = openapi_schema(spec_model)
     spec_schema["description"] = f"Desired state of the {kind}. The operator never writes it."
+    return spec_schema
+
+
+def _definition(
+    model: type[BaseModel],
+    kind: str,
+    plural: str,
+    short: str,
+    scope: str,
+    schema: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "secureai"},
+            "annotations": {"argocd.argoproj.io/sync-wave": "-10"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": scope,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": ["secureai"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+def quarantine_crd() -> dict[str, Any]:
+    """The cluster-scoped Quarantine."""
+    kind = Quarantine.KIND
+    status = _status_schema(QuarantineStatus)
+    status.pop("default", None)
+    status["properties"]["observedGeneration"].pop("default", None)
+    schema = {
+        "type": "object",
+        "description": (Quarantine.__doc__ or kind).strip(),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "secureai.dev/v1alpha1"},
+            "kind": {"type": "string", "description": kind},
+            "metadata": {"type": "object"},
+            "spec": _spec_schema(Quarantine, kind),
+            "status": status,
+        },
+    }
+    columns: list[dict[str, Any]] = [
+        {"name": "Action", "type": "string", "jsonPath": ".spec.action"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Contained", "type": "integer", "jsonPath": ".status.containedCount"},
+        {"name": "Released", "type": "boolean", "jsonPath": ".spec.released", "priority": 1},
+        {"name": "Reason", "type": "string", "jsonPath": ".spec.reason", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return _definition(
+        Quarantine, kind, Quarantine.PLURAL, Quarantine.SHORT, "Cluster", schema, columns
+    )
+
+
+def crd(kind: str) -> dict[str, Any]:
+    """The CustomResourceDefinition of one kind."""
+    if kind == Quarantine.KIND:
+        return quarantine_crd()
+    model = KINDS[kind]
+    spec_schema = _spec_schema(model, kind)
     schema = {
         "type": "object",
         "description": (model.__doc__ or kind).strip(),
@@ -140,39 +221,11 @@ def crd(kind: str) -> dict[str, Any]:
             "status": _status_schema(),
         },
     }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{model.PLURAL}.{GROUP}",
-            "labels": {"app.kubernetes.io/part-of": "secureai"},
-            "annotations": {"argocd.argoproj.io/sync-wave": "-10"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": model.PLURAL,
-                "singular": kind.lower(),
-                "shortNames": [model.SHORT],
-                "categories": ["secureai"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": _printer_columns(kind),
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+    return _definition(
+        model, kind, model.PLURAL, model.SHORT, "Namespaced", schema, _printer_columns(kind)
+    )
 
 
 def all_crds() -> list[dict[str, Any]]:
-    """Both CRDs, in a stable order."""
-    return [crd(SecureTrainingJob.KIND), crd(SecureInferenceService.KIND)]
+    """Every CRD, in a stable order."""
+    return [crd(SecureTrainingJob.KIND), crd(SecureInferenceService.KIND), quarantine_crd()]

@@ -78,6 +78,29 @@ class DnsTarget(Model):
     port: int = Field(default=53, ge=1, le=65535, description="DNS port (UDP and TCP).")
 
 
+class DriftStorm(Model):
+    """The same workload tampered with again and again."""
+
+    reverts: int = Field(default=5, ge=2, le=1000, description="Reverts that make a storm.")
+    window_seconds: int = Field(
+        default=300, ge=10, le=86400, description="Within this many seconds."
+    )
+
+
+class AutoQuarantine(Model):
+    """Signals on which the operator creates a Quarantine by itself (opt-in)."""
+
+    model_verification_failed: bool = Field(
+        default=False, description="A model that fails signature verification."
+    )
+    drift_storm: DriftStorm | None = Field(
+        default=None, description="A drift storm (omitted: no quarantine on drift)."
+    )
+    action: Literal["Isolate", "Stop"] = Field(
+        default="Isolate", description="Action of the Quarantines created."
+    )
+
+
 def _every_personal_data_type() -> list[PersonalDataType]:
     return list(get_args(PersonalDataType))
 
@@ -131,6 +154,11 @@ class Policy(BaseSettings):
         default_factory=_every_personal_data_type,
         description="Personal-data types training datasets may contain (empty: none); a "
         "SecureTrainingJob can only narrow it. Fewer than all types: every dataset is scanned.",
+    )
+
+    auto_quarantine: AutoQuarantine = Field(
+        default_factory=AutoQuarantine,
+        description="Quarantines the operator creates on signals (docs/incident-response.md).",
     )
 
     @field_validator("allowed_registries")

@@ -15,6 +15,7 @@ from secureai.api.base import API_VERSION
 from secureai.api.crd import all_crds
 from secureai.api.kinds import KINDS
 from secureai.api.policy import Policy
+from secureai.api.quarantine import Quarantine, QuarantineSpec, QuarantineStatus
 from secureai.api.status import WorkloadStatus
 
 Schema = dict[str, Any]
@@ -188,7 +189,11 @@ def _table(rows: list[Row], *, required: bool = True) -> list[str]:
 
 def _model_defaults(kind: str, part: str) -> dict[str, str]:
     """Defaults the operator applies (the CRD has none: the API server never fills spec)."""
-    model = WorkloadStatus if part == "status" else KINDS[kind].model_fields[part].annotation
+    model: Any
+    if kind == Quarantine.KIND:
+        model = QuarantineStatus if part == "status" else QuarantineSpec
+    else:
+        model = WorkloadStatus if part == "status" else KINDS[kind].model_fields[part].annotation
     schema_of = getattr(model, "model_json_schema", None)
     if schema_of is None:
         return {}

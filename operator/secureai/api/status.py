@@ -17,9 +17,12 @@ CONDITION_TYPES = (
     "Hardened",
     "Encrypted",
     "Placed",
+    "Quarantined",
     "Drift",
 )
-Phase = Literal["Pending", "Running", "Ready", "Succeeded", "Failed", "Rejected", "Degraded"]
+Phase = Literal[
+    "Pending", "Running", "Ready", "Succeeded", "Failed", "Rejected", "Degraded", "Quarantined"
+]
 
 
 class Condition(Model):

@@ -9,10 +9,11 @@ from typing import Any, cast
 import kopf
 
 from secureai.controllers import metrics
+from secureai.controllers.quarantine import QuarantineController
 from secureai.controllers.reconciler import Reconciler
 from secureai.controllers.state import workload_key_of_child, workload_key_of_cr
 from secureai.k8s.client import NotLeader
-from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
+from secureai.k8s.resources import CHILD_RESOURCES, QUARANTINE, WORKLOAD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
 log = logging.getLogger("secureai")
@@ -34,7 +35,11 @@ def configure_watches(settings: kopf.OperatorSettings) -> None:
     # Namespaces stay unfiltered: kopf's own namespace discovery shares this watch.
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+def register(
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    quarantines: QuarantineController | None = None,
+) -> None:
     """Each watch event updates the caches; work that fails goes to the reconciler's queue."""
 
     async def guarded(body: dict[str, Any], work: Awaitable[None]) -> None:
@@ -87,6 +92,19 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def on_pod(event: kopf.RawEvent, **_: Any) -> None:
         body = cast(dict[str, Any], event["object"])
         await guarded(body, reconciler.on_pod(body, deleted=event.get("type") == "DELETED"))
+
+    if quarantines is not None:
+
+        @kopf.on.event(QUARANTINE.api_version, QUARANTINE.plural, registry=registry)
+        async def on_quarantine(event: kopf.RawEvent, **_: Any) -> None:
+            body = cast(dict[str, Any], event["object"])
+            try:
+                await quarantines.on_quarantine(body, deleted=event.get("type") == "DELETED")
+            except NotLeader:
+                return  # the new leader contains from its own caches (take-over)
+            except Exception as exc:  # each workload's failure is already queued
+                metrics.WORK_FAILURES.labels("quarantine", type(exc).__name__).inc()
+                log.warning("Quarantine/%s: %s", body["metadata"].get("name"), exc)
 
     @kopf.on.event("v1", "namespaces", registry=registry)
     async def on_namespace(event: kopf.RawEvent, **_: Any) -> None:

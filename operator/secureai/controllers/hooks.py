@@ -36,8 +36,12 @@ class ClusterHooks:
         if isinstance(model, SecureInferenceService) and operator_issues_tls(model):
             name = tls_secret_name(model)
             manifest = next(
-                m for m in desired if m["kind"] == "Secret" and m["metadata"]["name"] == name
+                (m for m in desired if m["kind"] == "Secret" and m["metadata"]["name"] == name),
+                None,
             )
+            if manifest is None:  # contained: no serving certificate while quarantined
+                entry.tls_not_after = None
+                return None
             data, not_after = await self.ca.serving_secret_data(
                 live.get(("Secret", name)),
                 service_dns_names(model, self.ca.cluster_domain),

@@ -25,6 +25,7 @@ from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.leader import Leader
+from secureai.controllers.quarantine import QuarantineController
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s.certs import check_cluster_domain
 from secureai.k8s.client import KubeClient, load_credentials
@@ -58,11 +59,20 @@ def load_policy(path: str | None) -> Policy:
     return Policy.from_yaml(path)
 
 
-async def warm_caches(reconciler: Reconciler, patterns: list[str] | None) -> None:
+async def warm_caches(
+    reconciler: Reconciler,
+    patterns: list[str] | None,
+    quarantines: QuarantineController | None = None,
+) -> None:
     """List children once so that a restart re-applies nothing that is already right.
+    Quarantines first: no workload is ever rendered uncontained for want of them.
 
     With watched namespaces, list in each of them only (the RBAC may be namespaced).
     """
+    if quarantines is not None:
+        for body in await reconciler.kube.list("Quarantine"):
+            body.setdefault("kind", "Quarantine")
+            await quarantines.on_quarantine(body, deleted=False)
     for body in await reconciler.kube.list("Namespace"):
         await reconciler.on_namespace(body)
     scopes = watched_scopes(reconciler, patterns)
@@ -152,14 +162,25 @@ def run(args: argparse.Namespace) -> int:
     kube = KubeClient(credentials, may_write=leader.may_write)
     hooks = ClusterHooks(kube, policy, namespace, clock)
     events = EventRecorder(kube, clock)
-    reconciler = Reconciler(kube, policy, events, hooks=hooks, clock=clock, leading=leader.leading)
+    quarantines = QuarantineController(kube, policy, events, clock)
+    reconciler = Reconciler(
+        kube,
+        policy,
+        events,
+        hooks=hooks,
+        clock=clock,
+        leading=leader.leading,
+        containments=quarantines,
+    )
+    quarantines.attach(reconciler)
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler)
+    register(registry, reconciler, quarantines)
 
     async def take_over() -> None:
         """A new leader: revert whatever stood meanwhile, from warm caches."""
         await ready.wait()
         try:
+            await quarantines.resync()  # containment first, before anything else
             await hooks.ca.ensure()
             await reconciler.resync()
         except Exception as exc:  # the periodic resync and the queue carry on
@@ -193,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGTERM, lambda: background.append(asyncio.create_task(hand_over()))
             )
-        await warm_caches(reconciler, args.namespace)
+        await warm_caches(reconciler, args.namespace, quarantines)
         background.append(
             asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
         )

@@ -90,3 +90,25 @@ LEADER = Gauge(
     "1 while this replica holds the leader Lease.",
     registry=REGISTRY,
 )
+QUARANTINES_ACTIVE = Gauge(
+    "secureai_quarantines_active",
+    "Quarantines not released.",
+    registry=REGISTRY,
+)
+CONTAINED_WORKLOADS = Gauge(
+    "secureai_contained_workloads",
+    "Workloads contained by at least one active Quarantine.",
+    registry=REGISTRY,
+)
+CONTAINMENT_SECONDS = Histogram(
+    "secureai_containment_duration_seconds",
+    "From a Quarantine (or its match) being seen to the workload's contained policies in place.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+AUTO_QUARANTINES = Counter(
+    "secureai_auto_quarantines_total",
+    "Quarantines the operator created on a signal, by signal.",
+    ["signal"],
+    registry=REGISTRY,
+)

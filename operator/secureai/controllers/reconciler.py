@@ -30,7 +30,8 @@ from secureai.judge import isolation
 from secureai.judge.drift import Expected, differences, digest, repaired
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 from secureai.k8s.resources import WORKLOAD_RESOURCES
-from secureai.render import PSS_LABELS, PolicyViolation, render
+from secureai.render import PSS_LABELS, Containment, PolicyViolation, render
+from secureai.render.containment import contain, exclude_workloads, excluded
 from secureai.render.meta import ANNOTATION_RETAINED, selector
 from secureai.render.status import (
     Observed,
@@ -71,6 +72,36 @@ class Hooks(Protocol):
         """Whether time alone (say, certificate renewal) calls for a reconcile."""
 
 
+class Containments(Protocol):
+    """What the Quarantines make of a workload (controllers/quarantine.py)."""
+
+    def of(self, entry: Entry, children: list[dict[str, Any]]) -> Containment | None:
+        """The containment the active Quarantines call for (None: not contained)."""
+
+    def blocked(self, entry: Entry, children: list[dict[str, Any]]) -> str | None:
+        """Why a new workload is refused by a blocking Quarantine, or None."""
+
+    def contained(self, entry: Entry, containment: Containment | None) -> None:
+        """The rendered containment (or its release) is in place."""
+
+    def signal(self, entry: Entry, signal: str, message: str) -> None:
+        """A signal that may quarantine the workload (policy autoQuarantine)."""
+
+
+class NoQuarantines:
+    def of(self, entry: Entry, children: list[dict[str, Any]]) -> Containment | None:
+        return None
+
+    def blocked(self, entry: Entry, children: list[dict[str, Any]]) -> str | None:
+        return None
+
+    def contained(self, entry: Entry, containment: Containment | None) -> None:
+        return None
+
+    def signal(self, entry: Entry, signal: str, message: str) -> None:
+        return None
+
+
 class ChildRefused(Exception):
     """The API server refuses a rendered child as invalid (422): the spec must change."""
 
@@ -85,8 +116,10 @@ class Reconciler:
         hooks: Hooks | None = None,
         clock: Clock | None = None,
         leading: Callable[[], bool] = lambda: True,
+        containments: Containments | None = None,
     ) -> None:
         self.kube = kube
+        self.containments: Containments = containments or NoQuarantines()
         self.policy = policy
         self.emit = emit
         self.hooks = hooks
@@ -186,6 +219,26 @@ class Reconciler:
                 metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(kind, result).inc()
 
+    async def reconcile_now(self, entry: Entry) -> None:
+        """Containment's lane: no wait for a reconcile slot; a failure goes to the queue."""
+        key = workload_key_of_cr(entry.body)
+        try:
+            async with entry.lock:
+                await self._reconcile_locked(entry)
+        except NotLeader:
+            self.deferred.add(key)
+            return
+        except Exception as exc:
+            self._retry_later("containment", key, exc)
+            return
+        await self._write_status(entry)
+
+    def _retry_later(self, work: str, key: WorkloadKey, exc: Exception) -> None:
+        """Count and log a failure; the queue retries the workload with backoff."""
+        metrics.WORK_FAILURES.labels(work, type(exc).__name__).inc()
+        log.warning("%s of %s/%s failed: %s", work, key[1], key[2], exc)
+        self.queue.add_after(key, self.queue.backoff(key))
+
     async def _reconcile_locked(self, entry: Entry, *, dry: bool = False) -> str:
         body = entry.body
         if entry.namespace in self.state.terminating:
@@ -198,6 +251,12 @@ class Reconciler:
             return "rejected" if dry else await self._reject(entry, one_line(exc))
         except (PolicyViolation, ValueError) as exc:
             return "rejected" if dry else await self._reject(entry, str(exc))
+        blocked = self.containments.blocked(entry, desired)
+        if blocked is not None:
+            return "rejected" if dry else await self._reject(entry, blocked)
+        containment = self.containments.of(entry, desired)
+        if containment is not None:
+            desired = contain(desired, containment)
         entry.model = model
         if self.hooks is not None:
             live = self.state.live_children(workload_key_of_cr(body))
@@ -214,6 +273,8 @@ class Reconciler:
         if dry:
             await asyncio.gather(*(self._expected(entry, m) for m in desired))
             return "prepared"
+        released = entry.containment is not None and containment is None
+        entry.containment = containment
         await self._label_namespace(entry.namespace)
         first = [m for m in desired if m["kind"] in APPLY_FIRST]
         rest = [m for m in desired if m["kind"] not in APPLY_FIRST]
@@ -221,11 +282,18 @@ class Reconciler:
         try:
             for batch in (first, rest):
                 written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
+                if batch is first:  # own policies are in place: widening foreign ones go now
+                    if containment is not None:
+                        await self._remove_foreign(entry, self._verdict(entry))
+                        await self._prune(entry)  # credentials go before anything else
+                        self.containments.contained(entry, containment)
+                    elif released:
+                        await self._readmit_foreign(entry)
         except ChildRefused as exc:  # no retry can change it: only a new spec
             return await self._reject(entry, str(exc))
-            if batch is first:  # own policies are in place: widening foreign ones go now
-                await self._remove_foreign(entry, self._verdict(entry))
         pruned = await self._prune(entry)
+        if released:
+            self.containments.contained(entry, None)
         observed = int((body.get("status") or {}).get("observedGeneration") or 0)
         if entry.reconciled_generation != generation and (
             written or pruned or observed != generation
@@ -463,6 +531,8 @@ class Reconciler:
             model_digest=entry.model_digest,
             model_signer=entry.model_signer,
             dataset_census=entry.dataset_census,
+            quarantine=entry.containment.message if entry.containment else None,
+            quarantine_stopped=bool(entry.containment and entry.containment.stop),
         )
 
     async def _write_status(self, entry: Entry) -> None:
@@ -499,6 +569,10 @@ class Reconciler:
             if notable:
                 kind = "Normal" if after[0] == "True" else "Warning"
                 self.emit(entry.body, kind, ready["reason"], ready["message"])
+            if after[1] == "ModelVerificationFailed":
+                self.containments.signal(entry, after[1], ready["message"])
+        if entry.containment != self.containments.of(entry, list(entry.desired.values())):
+            self.enqueue(workload_key_of_cr(entry.body))  # say, a digest now known matches
 
     async def _patch_status(self, entry: Entry, status: dict[str, Any]) -> None:
         previous = entry.body.get("status") or {}
@@ -695,6 +769,7 @@ class Reconciler:
         entry.drift_last_change = change[:300]
         log.info("reverted drift of %s in %s: %s", obj, entry.namespace, change)
         self.emit(entry.body, "Warning", "DriftReverted", f"{obj}: {change}"[:1000])
+        self.containments.signal(entry, "DriftReverted", f"{obj}: {change}"[:300])
 
     # --- isolation ---------------------------------------------------------------------------
 
@@ -804,8 +879,10 @@ class Reconciler:
         await self._write_status(entry)
 
     async def _remove_foreign(self, entry: Entry, verdict: isolation.Verdict) -> isolation.Verdict:
-        """With `remove`: delete the policies that widen access and no workload rendered."""
-        if not verdict.widening or self.policy.foreign_network_policy != "remove":
+        """With `remove`: delete the policies that widen access and no workload rendered.
+        A contained workload is excluded from every other widening policy (`report` too)."""
+        remove = self.policy.foreign_network_policy == "remove"
+        if not verdict.widening or not (remove or entry.containment is not None):
             return verdict
         rendered = {
             n
@@ -813,6 +890,11 @@ class Reconciler:
             for (k, n) in e.desired
             if k == "NetworkPolicy"
         }
+        if not remove:
+            narrowed = [n for n in verdict.widening if n not in rendered]
+            for name in narrowed:
+                await self._exclude(entry, name, add=True)
+            return self._verdict(entry) if narrowed else verdict
         removed = [n for n in verdict.widening if n not in rendered]
         for name in removed:
             await self.kube.delete("NetworkPolicy", entry.namespace, name)
@@ -825,6 +907,45 @@ class Reconciler:
                 f"NetworkPolicy/{name} widened access to the workload's pods and was removed",
             )
         return self._verdict(entry) if removed else verdict
+
+    async def _exclude(self, entry: Entry, name: str, *, add: bool) -> None:
+        """Narrow a foreign policy so it no longer selects the workload's pods (or widen it
+        back on release). Its effect on every other pod is kept."""
+        for _ in range(3):
+            body = await self.kube.get("NetworkPolicy", entry.namespace, name)
+            if body is None:
+                self.state.policies.get(entry.namespace, {}).pop(name, None)
+                return
+            names = excluded(body)
+            names = names | {entry.name} if add else names - {entry.name}
+            if names == excluded(body):
+                return
+            body.setdefault("kind", "NetworkPolicy")
+            body.setdefault("apiVersion", "networking.k8s.io/v1")
+            try:
+                result = await self.kube.replace(exclude_workloads(body, names))
+            except ApiError as exc:
+                if exc.status == 409:
+                    continue
+                if exc.status == 404:
+                    return
+                raise
+            self.state.policies.setdefault(entry.namespace, {})[name] = slim_policy(result)
+            verb = "excluded from" if add else "readmitted to"
+            self.emit(
+                entry.body,
+                "Warning" if add else "Normal",
+                "ForeignNetworkPolicyNarrowed" if add else "ForeignNetworkPolicyRestored",
+                f"the workload's pods are {verb} NetworkPolicy/{name}",
+            )
+            return
+        raise ApiError(409, "Conflict", f"NetworkPolicy/{name} kept changing")
+
+    async def _readmit_foreign(self, entry: Entry) -> None:
+        """Released: undo this workload's exclusions from foreign policies."""
+        for name, body in list(self.state.policies.get(entry.namespace, {}).items()):
+            if entry.name in excluded(body):
+                await self._exclude(entry, name, add=False)
 
     # --- namespaces and foreign network policies --------------------------------------------
 
@@ -899,13 +1020,14 @@ class Reconciler:
                 self.deferred.add(key)
                 continue
             except Exception as exc:
-                metrics.WORK_FAILURES.labels("resync", type(exc).__name__).inc()
-                log.warning("resync of %s/%s failed: %s", entry.namespace, entry.name, exc)
-                self.queue.add_after(key, self.queue.backoff(key))
+                self._retry_later("resync", key, exc)
         return writes
 
     async def _resync_one(self, key: WorkloadKey, entry: Entry) -> int:
-        stale = entry.reconciled_generation != entry.generation
+        stale = entry.reconciled_generation != entry.generation or (
+            entry.model is not None
+            and entry.containment != self.containments.of(entry, list(entry.desired.values()))
+        )
         if (
             stale
             or entry.rejected_by_cluster

@@ -11,6 +11,7 @@ from typing import Any
 from secureai.api import Workload
 from secureai.judge.drift import Expected
 from secureai.judge.isolation import Verdict
+from secureai.render.containment import Containment
 from secureai.render.meta import LABEL_KIND, LABEL_WORKLOAD
 
 WorkloadKey = tuple[str, str, str]  # (kind label: training|inference, namespace, name)
@@ -62,6 +63,8 @@ class Entry:
     # The personal-data census the dataset init containers reported (status lineage).
     dataset_census: tuple[dict[str, Any], ...] = ()
     census_generation: int = -1
+    # The containment rendered by the last reconcile (None: not contained).
+    containment: Containment | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # reconcile and revert
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # status writes
     status_pending: bool = False

@@ -34,12 +34,19 @@ __all__ = [
     "BUNDLE_FILENAME",
     "GIT_PATHS",
     "SignatureError",
+    "SignatureMismatchError",
     "SignedModel",
     "SigningKeyPair",
     "VerifiedModel",
     "canonical_manifest",
+    "dsse_sign",
+    "dsse_verify",
     "generate_signing_key",
     "hash_model",
+    "key_hint",
+    "load_private_key",
+    "load_public_key",
+    "pae",
     "sign_model",
     "verify_model",
 ]
@@ -56,6 +63,10 @@ _MAX_PRIVATE_KEY: Final = 64 << 10
 
 class SignatureError(Exception):
     """The model does not verify, or signing input is invalid. The message is user-safe."""
+
+
+class SignatureMismatchError(SignatureError):
+    """A well-formed DSSE signature that does not verify with the given key."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,7 @@ def _public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-def _load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePrivateKey:
+def load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=password)
     except TypeError:
@@ -114,7 +125,7 @@ def _load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePri
     return key
 
 
-def _load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
+def load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:
@@ -124,13 +135,16 @@ def _load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _pae(payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding."""
-    kind = PAYLOAD_TYPE.encode()
+def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """DSSE v1 pre-authentication encoding (also used by the evidence bundles)."""
+    kind = payload_type.encode()
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def _key_hint(key: ec.EllipticCurvePublicKey) -> str:
+_pae = pae  # the name the signing tests use
+
+
+def key_hint(key: ec.EllipticCurvePublicKey) -> str:
     """model-signing's key hint: sha256 hex of the PEM SubjectPublicKeyInfo."""
     return hashlib.sha256(_public_pem(key)).hexdigest()
 
@@ -241,7 +255,7 @@ def sign_model(
     ``<model_dir>/model.sig.json``, which is then left out of the manifest)."""
     if len(private_key_pem) > _MAX_PRIVATE_KEY:
         raise SignatureError("not a PEM private key")
-    key = _load_private_key(private_key_pem, password)
+    key = load_private_key(private_key_pem, password)
     root = Path(model_dir)
     out = Path(bundle_path) if bundle_path is not None else root / BUNDLE_FILENAME
     ignore = [_check_rel(p.strip("/")) for p in ignore_paths]
@@ -267,19 +281,13 @@ def sign_model(
             ],
         },
     }
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    sig = key.sign(_pae(payload), ec.ECDSA(hashes.SHA256()))
     bundle: dict[str, Any] = {
         "mediaType": BUNDLE_MEDIA_TYPE,
         "verificationMaterial": {
-            "publicKey": {"hint": _key_hint(key.public_key())},
+            "publicKey": {"hint": key_hint(key.public_key())},
             "tlogEntries": [],
         },
-        "dsseEnvelope": {
-            "payload": base64.b64encode(payload).decode(),
-            "payloadType": PAYLOAD_TYPE,
-            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
-        },
+        "dsseEnvelope": dsse_sign(statement, key),
     }
     _write_atomic(out, (json.dumps(bundle, indent=2) + "\n").encode())
     return SignedModel(
@@ -343,9 +351,29 @@ def _verified_payload(bundle: dict[str, Any], key: ec.EllipticCurvePublicKey) ->
     material = _get(bundle, "verificationMaterial", dict)
     public = material.get("publicKey")
     hint = public.get("hint") if isinstance(public, dict) else None
-    if hint and hint != _key_hint(key):
+    if hint and hint != key_hint(key):
         raise SignatureError("wrong key: the bundle was signed by a different key")
-    envelope = _get(bundle, "dsseEnvelope", dict)
+    return dsse_verify(_get(bundle, "dsseEnvelope", dict), key)
+
+
+def dsse_sign(
+    statement: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, keyid: str = ""
+) -> dict[str, Any]:
+    """A DSSE envelope over ``statement`` (canonical JSON, in-toto payload type)."""
+    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
+    sig = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
+    return {
+        "payload": base64.b64encode(payload).decode(),
+        "payloadType": PAYLOAD_TYPE,
+        "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": keyid}],
+    }
+
+
+def dsse_verify(envelope: Mapping[str, Any], key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+    """The statement of a DSSE envelope with one signature by ``key``; fail closed.
+
+    Raises ``SignatureMismatchError`` if the signature does not verify, ``SignatureError`` if
+    the envelope or its payload is malformed."""
     if _get(envelope, "payloadType", str) != PAYLOAD_TYPE:
         raise SignatureError(f"malformed bundle: payloadType is not {PAYLOAD_TYPE}")
     payload = _b64(_get(envelope, "payload", str), "payload")
@@ -354,9 +382,9 @@ def _verified_payload(bundle: dict[str, Any], key: ec.EllipticCurvePublicKey) ->
         raise SignatureError("malformed bundle: expected exactly one signature")
     sig = _b64(_get(signatures[0], "sig", str), "signature")
     try:
-        key.verify(sig, _pae(payload), ec.ECDSA(hashes.SHA256()))
+        key.verify(sig, pae(payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        raise SignatureError(
+        raise SignatureMismatchError(
             "signature does not verify: the bundle was modified or signed by another key"
         ) from None
     try:
@@ -440,7 +468,7 @@ def verify_model(
     Raises ``SignatureError`` for a wrong key, a malformed or modified bundle, and for any
     modified, missing or added file.
     """
-    key = _load_public_key(public_key_pem)
+    key = load_public_key(public_key_pem)
     root = Path(model_dir)
     if not root.is_dir():
         raise SignatureError(f"model directory not found: {root}")

@@ -302,20 +302,24 @@ class KubeClient:
     ) -> None:
         """A core/v1 Event about `regarding` (a workload)."""
         meta = regarding["metadata"]
+        # Events about a cluster-scoped object (a Quarantine) go to `default`, as kubectl's do.
+        namespace = meta.get("namespace") or "default"
+        involved = {
+            "apiVersion": regarding["apiVersion"],
+            "kind": regarding["kind"],
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+        }
+        if meta.get("namespace"):
+            involved["namespace"] = meta["namespace"]
         await self.request(
             "POST",
-            f"/api/v1/namespaces/{meta['namespace']}/events",
+            f"/api/v1/namespaces/{namespace}/events",
             body={
                 "apiVersion": "v1",
                 "kind": "Event",
-                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-                "involvedObject": {
-                    "apiVersion": regarding["apiVersion"],
-                    "kind": regarding["kind"],
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "uid": meta.get("uid", ""),
-                },
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+                "involvedObject": involved,
                 "type": type,
                 "reason": reason,
                 "message": message[:1024],

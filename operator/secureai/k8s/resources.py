@@ -52,6 +52,7 @@ SECURE_INFERENCE_SERVICE = Resource(
     "SecureInferenceService", f"{GROUP}/{VERSION}", "secureinferenceservices"
 )
 WORKLOAD_RESOURCES = {r.kind: r for r in (SECURE_TRAINING_JOB, SECURE_INFERENCE_SERVICE)}
+QUARANTINE = Resource("Quarantine", f"{GROUP}/{VERSION}", "quarantines", namespaced=False)
 
 
 def resource_of(kind: str) -> Resource:
@@ -64,4 +65,6 @@ def resource_of(kind: str) -> Resource:
         return PERSISTENT_VOLUME
     if kind == POD.kind:
         return POD
+    if kind == QUARANTINE.kind:
+        return QUARANTINE
     raise KeyError(kind)

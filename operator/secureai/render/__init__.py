@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from secureai.api import Policy, SecureTrainingJob, Workload
+from secureai.render.containment import Containment, contain
 from secureai.render.inference import render_inference, serving_port
 from secureai.render.meta import PSS_LABELS, metadata
 from secureai.render.network import network_policies
@@ -15,6 +16,7 @@ from secureai.render.validate import PolicyViolation, Violation, check, image_di
 
 __all__ = [
     "PSS_LABELS",
+    "Containment",
     "PolicyViolation",
     "Violation",
     "check",
@@ -34,8 +36,11 @@ def _service_account(cr: Workload) -> dict[str, Any]:
     }
 
 
-def render(cr: Workload, policy: Policy) -> list[dict[str, Any]]:
-    """Every child of `cr`, in apply order. Raises PolicyViolation on a bad spec."""
+def render(
+    cr: Workload, policy: Policy, containment: Containment | None = None
+) -> list[dict[str, Any]]:
+    """Every child of `cr`, in apply order (contained by a Quarantine when `containment` is
+    given). Raises PolicyViolation on a bad spec."""
     check(cr, policy)
     if isinstance(cr, SecureTrainingJob):
         policies = network_policies(cr, policy)
@@ -43,7 +48,8 @@ def render(cr: Workload, policy: Policy) -> list[dict[str, Any]]:
     else:
         policies = network_policies(cr, policy, serving_port(cr))
         workload = render_inference(cr, policy)
-    return [_service_account(cr), *policies, *workload]
+    children = [_service_account(cr), *policies, *workload]
+    return children if containment is None else contain(children, containment)
 
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

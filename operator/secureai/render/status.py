@@ -10,7 +10,7 @@ from secureai.api import Policy, SecureTrainingJob, Workload
 from secureai.render.validate import image_digest
 
 # Phases that stay until the spec changes (or, for Degraded, until what it names is fixed).
-STALLED_PHASES = ("Failed", "Degraded", "Rejected")
+STALLED_PHASES = ("Failed", "Degraded", "Rejected", "Quarantined")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Observed:
     drift_last_time: str | None = None
     drift_last_object: str | None = None
     drift_last_change: str | None = None
+    # Why the workload is contained (the Quarantines and their reasons), or None.
+    quarantine: str | None = None
+    quarantine_stopped: bool = False
 
 
 def _condition(
@@ -148,6 +151,8 @@ def compute_status(
     elif obs.missing and phase not in ("Succeeded", "Failed"):
         phase, ready, reason = "Pending", "False", "ChildrenMissing"
         message = "not yet applied: " + ", ".join(obs.missing)
+    if obs.quarantine:
+        phase, ready, reason, message = "Quarantined", "False", "Quarantined", obs.quarantine
     gpu = cr.spec.gpu
     workers = cr.spec.workers if isinstance(cr, SecureTrainingJob) else cr.spec.replicas
     conditions = [_condition(prev, "Ready", ready, reason, message, gen, now)]
@@ -204,6 +209,12 @@ def compute_status(
     else:
         drift = ("False", "InSync", "children match the rendered state")
     conditions.append(_condition(prev, "Drift", *drift, gen, now))
+    if obs.quarantine:
+        how = "Stopped" if obs.quarantine_stopped else "Isolated"
+        conditions.append(_condition(prev, "Quarantined", "True", how, obs.quarantine, gen, now))
+    elif "Quarantined" in prev:
+        released = ("False", "Released", "no active Quarantine contains the workload")
+        conditions.append(_condition(prev, "Quarantined", *released, gen, now))
     lineage: dict[str, Any] = {}
     digest = image_digest(cr.spec.image)
     if digest:
@@ -246,7 +257,7 @@ def rejected_status(
     prev = {c["type"]: c for c in (previous or {}).get("conditions") or []}
     conditions = [_condition(prev, "Ready", "False", "Rejected", message, cr_generation, now)]
     conditions += _progress(prev, "Rejected", "False", "Rejected", message, cr_generation, now)
-    for kind in ("Isolated", "Hardened", "Encrypted", "Placed", "Drift"):
+    for kind in ("Isolated", "Hardened", "Encrypted", "Placed", "Drift", "Quarantined"):
         if kind in prev:
             conditions.append(prev[kind])
     return {"phase": "Rejected", "observedGeneration": cr_generation, "conditions": conditions}
