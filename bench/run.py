@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from bench import scenarios_failover  # noqa: E402
+from bench import scenarios_failover, scenarios_quarantine  # noqa: E402
 from bench import scenarios_operator as sc  # noqa: E402
 from bench.scenarios_kube import Api, Tracker  # noqa: E402
 from bench.scenarios_proc import (  # noqa: E402
@@ -950,6 +950,7 @@ def main() -> int:
         result.update(asyncio.run(bench.run()))
         if not quick:  # make test runs these scenarios as integration tests already
             result.update(scenarios_failover.run(quick))  # failover_*, fuzz_* keys
+            result.update(scenarios_quarantine.run(quick))  # quarantine_* keys
     finally:
         release_cluster(cluster)
     result["ratios"] = ratios(result)

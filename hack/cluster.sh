@@ -248,9 +248,11 @@ resources:
   - identity: {}
 EOF
   chmod 600 "${STATE}/encryption-config.yaml"
-  # Every write (create/update/patch/delete/deletecollection) at Metadata level; nothing else.
-  # Node leases renewed by kwok every few seconds are left out as noise.
-  cat >"${STATE}/audit-policy.yaml" <<'EOF'
+  # The chart's audit policy (charts/secureai-operator/files/audit-policy.yaml: every write,
+  # secureai.dev kinds at RequestResponse, the rest at Metadata), after one local rule: node
+  # leases renewed by kwok every few seconds are left out as noise.
+  {
+    cat <<'EOF'
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
@@ -261,10 +263,9 @@ rules:
   resources:
   - group: coordination.k8s.io
     resources: [leases]
-- level: Metadata
-  verbs: [create, update, patch, delete, deletecollection]
-- level: None
 EOF
+    sed -n '/^rules:/,$p' "${REPO}/charts/secureai-operator/files/audit-policy.yaml" | tail -n +2
+  } >"${STATE}/audit-policy.yaml"
   cat >"${STATE}/scheduler-config.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration

@@ -51,6 +51,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "imagePolicy": {"enabled": False},
             "protectChildren": {"enabled": False},
             "confineOperator": {"enabled": False},
+            "quarantine": {"enabled": False},
         },
         "argocd": {"syncWaves": False},
         "rbac": {"aggregateToDefaultRoles": False},
@@ -174,6 +175,9 @@ def test_monitoring_kinds_are_only_rendered_on_request() -> None:
     assert 'secureai_reconciles_total{result="error"}' in exprs["SecureAIReconcileErrors"]
     assert "secureai_rejected_specs_total" in exprs["SecureAIRejectedSpecs"]
     assert "secureai_certificate_expiry_timestamp_seconds" in exprs["SecureAICertificateExpiring"]
+    assert "secureai_quarantines_active" in exprs["SecureAIQuarantineActive"]
+    assert "secureai_containment_duration_seconds_bucket" in exprs["SecureAIContainmentSlow"]
+    assert "secureai_auto_quarantines_total" in exprs["SecureAIAutoQuarantine"]
     for group in rule["spec"]["groups"]:
         for r in group["rules"]:
             assert r["annotations"]["summary"] and r["labels"]["severity"]
@@ -290,6 +294,9 @@ def test_operator_rights_are_exactly_what_the_code_uses() -> None:
         ("networking.k8s.io", "networkpolicies"): rw,
         ("", "events"): {"create"},
         ("", "pods"): {"list", "watch"},
+        ("", "pods/log"): {"get"},  # quarantine evidence
+        ("secureai.dev", "quarantines"): {"get", "list", "watch", "create"},
+        ("secureai.dev", "quarantines/status"): {"patch"},
         ("", "namespaces"): {"list", "watch", "patch"},
         ("", "persistentvolumes"): {"get"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -312,11 +319,31 @@ def test_namespaced_mode_grants_namespaced_rights_only_in_the_watched_namespaces
         d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"].endswith("-cluster")
     )
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"namespaces", "persistentvolumes", "customresourcedefinitions"}
+    assert cluster_resources == {
+        "namespaces",
+        "persistentvolumes",
+        "customresourcedefinitions",
+        "quarantines",
+        "quarantines/status",
+        "events",
+    }
     (ca,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-ca")]
     assert ca["metadata"]["namespace"] == NAMESPACE
     named = {r for rule in ca["rules"] if rule.get("resourceNames") for r in rule["resourceNames"]}
-    assert named == {"secureai-ca", "secureai-ca-bundle"}
+    assert named == {
+        "secureai-ca",
+        "secureai-ca-bundle",
+        "secureai-evidence-signer",
+        "secureai-provenance-key",
+    }
+    # the provenance records (one per run, names not known in advance): read and noted, never
+    # deleted nor replaced; nothing in the release namespace beyond Secrets and ConfigMaps
+    unnamed = [rule for rule in ca["rules"] if not rule.get("resourceNames")]
+    assert {r for rule in unnamed for r in rule["resources"]} == {"secrets", "configmaps"}
+    assert not any(
+        "configmaps" in rule["resources"] and {"delete", "update"} & set(rule["verbs"])
+        for rule in unnamed
+    )
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--namespace") :].count("--namespace") == 2
     peerings = by_kind(docs, "KopfPeering")
@@ -559,7 +586,7 @@ def test_admission_policies_can_be_switched_off() -> None:
     assert (
         "ValidatingAdmissionPolicy" not in kinds and "ValidatingAdmissionPolicyBinding" not in kinds
     )
-    assert len(by_kind(rendered(), "ValidatingAdmissionPolicy")) == 3
+    assert len(by_kind(rendered(), "ValidatingAdmissionPolicy")) == 4
 
 
 # --- 6. Argo CD health checks ----------------------------------------------------------------
@@ -644,8 +671,21 @@ HEALTH_CASES = [
         "Degraded",
         "namespace lacks",
     ),
+    # contained by a Quarantine: Degraded whatever else holds (the condition's message, or a
+    # fallback when a client dropped it)
+    (STJ, cr(STJ, "Quarantined", "False", "Quarantine/q (Stop)"), "Degraded", "Quarantined: "),
+    (SIS, cr(SIS, "Quarantined", "False", "Quarantine/q"), "Degraded", "contained by a Quarantine"),
 ]
-PHASES = {"Pending", "Running", "Ready", "Succeeded", "Failed", "Rejected", "Degraded"}
+PHASES = {
+    "Pending",
+    "Running",
+    "Ready",
+    "Succeeded",
+    "Failed",
+    "Rejected",
+    "Degraded",
+    "Quarantined",
+}
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,12 @@ def states() -> dict[str, dict[str, Any]]:
         sis, _deployment(sis, 0, init_failure="model-verify failed in pod x-1: bad signature")
     )
     out[f"{SIS}/rejected"] = rejected(sis, "spec.image: registry not allowed")
+    why = "Quarantine/incident-7 (Isolate): model sha256:1f2e poisoned"
+    out[f"{SIS}/quarantined"] = computed(sis, _deployment(sis, 1, quarantine=why))
+    out[f"{STJ}/quarantined"] = computed(
+        stj,
+        Observed(children=_job(stj, ready=1).children, quarantine=why, quarantine_stopped=True),
+    )
     out[f"{SIS}/unlabelled-namespace"] = computed(
         sis, _deployment(sis, 1, namespace_labelled=False)
     )

@@ -34,6 +34,8 @@ EXPECTED = {
     # a security regression on a running workload: Argo CD shows it; kstatus has no word for it
     "foreign-policy": ("Current", "Degraded"),
     "unlabelled-namespace": ("Current", "Degraded"),
+    # contained by a Quarantine: stalled until released (kstatus Failed, Argo CD Degraded)
+    "quarantined": ("Failed", "Degraded"),
 }
 STATES = states()
 
@@ -96,7 +98,7 @@ def test_reconciling_while_work_is_in_flight_only() -> None:
             continue
         in_flight = obj["status"]["phase"] == "Pending"
         assert _status_of(conditions, "Reconciling") == ("True" if in_flight else "False"), name
-        terminal = obj["status"]["phase"] in ("Failed", "Degraded", "Rejected")
+        terminal = obj["status"]["phase"] in ("Failed", "Degraded", "Rejected", "Quarantined")
         assert _status_of(conditions, "Stalled") == ("True" if terminal else "False"), name
         for c in conditions:
             assert c["observedGeneration"] == obj["metadata"]["generation"] or name.endswith(

@@ -718,6 +718,37 @@ def test_operator_writes_are_confined_to_what_it_owns(
     assert ns_patch({"pod-security.kubernetes.io/enforce": "restricted"}).returncode == 0
     assert as_operator("annotate", "service", "embeddings", "-n", ns, "probe=x").returncode == 0
 
+    # provenance records (docs/provenance.md): the operator writes them and notes a deletion,
+    # but never changes a signed statement nor deletes a record
+    record = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"secureai-provenance-probe-{SUFFIX}", "namespace": release.namespace},
+        "data": {"provenance.dsse.json": "{}"},
+    }
+    create = cluster.kubectl("--kubeconfig", str(chart_op.kubeconfig), "create", "-f", "-",
+                             input=json.dumps(record))  # fmt: skip
+    assert create.returncode == 0
+    try:
+        name = record["metadata"]["name"]
+        changed = {"data": {"provenance.dsse.json": "{ }"}}
+        err = refused(
+            as_operator(
+                "patch", "configmap", name, "-n", release.namespace, "-p", json.dumps(changed)
+            )
+        )
+        assert vap in err
+        noted = {"data": {"output-deleted.dsse.json": "{}"}}
+        assert (
+            as_operator(
+                "patch", "configmap", name, "-n", release.namespace, "-p", json.dumps(noted)
+            ).returncode
+            == 0
+        )
+        assert vap in refused(as_operator("delete", "configmap", name, "-n", release.namespace))
+    finally:
+        cluster.kubectl("delete", "configmap", record["metadata"]["name"], "-n", release.namespace)
+
 
 def test_leader_lease_rights(cluster: Cluster, release: Release, chart_op: ChartOperator) -> None:
     """The leader Lease (k8s/lease.py): the operator may read, renew and create its own Lease in

@@ -1,5 +1,6 @@
 -- Argo CD health of a secureai.dev SecureInferenceService, from status.phase and
--- status.conditions. Phases: Pending, Running, Ready, Succeeded, Failed, Rejected, Degraded.
+-- status.conditions. Phases: Pending, Running, Ready, Succeeded, Failed, Rejected, Degraded,
+-- Quarantined.
 -- Argo CD runs it in gopher-lua (Lua 5.1) with only the base, table and package libraries:
 -- no string, math or os here (tests/gitops runs it the same way).
 local hs = {}
@@ -44,6 +45,12 @@ local ready = condition("Ready")
 if phase == "Rejected" then
   hs.status = "Degraded"
   hs.message = "Rejected: " .. text(ready, "the spec breaks the schema or cluster policy")
+  return hs
+end
+-- Contained by a Quarantine (incident response): never healthy, whatever else holds.
+if phase == "Quarantined" then
+  hs.status = "Degraded"
+  hs.message = "Quarantined: " .. text(condition("Quarantined"), "contained by a Quarantine")
   return hs
 end
 if phase == "Failed" or phase == "Degraded" then

@@ -74,6 +74,14 @@ class Retention(Model):
         default=True,
         description="Keep the output PVC when the SecureTrainingJob is deleted.",
     )
+    output_ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description="Delete the output PVC this long after the run ends (an Event before and "
+        "after; the provenance record notes when). Omitted: the cluster policy's "
+        "maxOutputTtlSeconds, if it sets one, else kept. More than that maximum is rejected.",
+    )
 
 
 PersonalDataType = Literal[

@@ -155,6 +155,12 @@ class Policy(BaseSettings):
         description="Personal-data types training datasets may contain (empty: none); a "
         "SecureTrainingJob can only narrow it. Fewer than all types: every dataset is scanned.",
     )
+    max_output_ttl_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Longest time a training output may be kept after its run ends "
+        "(spec.retention.outputTtlSecondsAfterFinished, which defaults to it). Omitted: no limit.",
+    )
 
     auto_quarantine: AutoQuarantine = Field(
         default_factory=AutoQuarantine,

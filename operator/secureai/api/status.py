@@ -56,6 +56,22 @@ class DatasetCensus(Model):
     )
 
 
+class ProvenanceRef(Model):
+    """A signed provenance record of a training run (docs/provenance.md)."""
+
+    record: str = Field(description="ConfigMap holding the record (namespace/name).")
+    statement_digest: str = Field(description="sha256 of the signed in-toto Statement.")
+    training_job: str = Field(description="The SecureTrainingJob (namespace/name) of the run.")
+    output: str | None = Field(default=None, description="The output PVC (namespace/name).")
+    finished_on: str | None = Field(default=None, description="When the run ended.")
+    output_deleted_on: str | None = Field(
+        default=None, description="When retention deleted the output."
+    )
+    verified: bool = Field(
+        default=False, description="The signature verified with the operator's key."
+    )
+
+
 class Lineage(Model):
     """What the workload was built from."""
 
@@ -68,6 +84,11 @@ class Lineage(Model):
     dataset_census: list[DatasetCensus] | None = Field(
         default=None,
         description="Personal-data census of each scanned dataset (docs/data-minimisation.md).",
+    )
+    provenance: ProvenanceRef | None = Field(
+        default=None,
+        description="Training: this run's signed provenance. Inference: that of the run whose "
+        "output volume holds the model.",
     )
 
 

@@ -19,6 +19,8 @@ from secureai.cli.audit_cmd import add_audit_parser
 from secureai.cli.crypto_cmds import add_dataset_parser, add_model_parser
 from secureai.cli.dataset_pii_cmds import add_dataset_pii_commands
 from secureai.cli.guard_cmd import add_guard_parser
+from secureai.cli.lineage_cmd import add_lineage_parser
+from secureai.cli.quarantine_cmds import add_quarantine_parser
 from secureai.render import PolicyViolation, render, to_yaml
 
 EXIT_USAGE = 2
@@ -164,6 +166,8 @@ def _add_delegated(sub: Any) -> None:
     add_model_parser(sub)
     add_guard_parser(sub)
     add_audit_parser(sub, load_policy)
+    add_lineage_parser(sub)
+    add_quarantine_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

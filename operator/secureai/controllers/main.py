@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from secureai.api import Policy
 from secureai.api.errors import one_line
+from secureai.api.quarantine import Quarantine
 from secureai.clock import process_clock
 from secureai.controllers import metrics
 from secureai.controllers.events import EventRecorder
@@ -25,8 +26,10 @@ from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
 from secureai.controllers.leader import Leader
-from secureai.controllers.quarantine import QuarantineController
+from secureai.controllers.provenance import Lifecycle
+from secureai.controllers.quarantine import QuarantineController, Ref
 from secureai.controllers.reconciler import Reconciler
+from secureai.k8s import evidence
 from secureai.k8s.certs import check_cluster_domain
 from secureai.k8s.client import KubeClient, load_credentials
 from secureai.k8s.lease import LeaseLock
@@ -173,6 +176,15 @@ def run(args: argparse.Namespace) -> int:
         containments=quarantines,
     )
     quarantines.attach(reconciler)
+    lifecycle = reconciler.lifecycle = Lifecycle(kube, policy, namespace, clock, events)
+
+    async def collect_evidence(quarantine: Quarantine, refs: list[Ref]) -> tuple[str, str]:
+        name = quarantine.metadata.name
+        return await evidence.seal_and_store(
+            kube, namespace, name, quarantine.spec.reason, refs, clock=clock
+        )
+
+    quarantines.collect_evidence = collect_evidence
     registry = kopf.OperatorRegistry()
     register(registry, reconciler, quarantines)
 
@@ -183,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             await quarantines.resync()  # containment first, before anything else
             await hooks.ca.ensure()
             await reconciler.resync()
+            await lifecycle.resume()  # the retention timers: after the reverts, never before
         except Exception as exc:  # the periodic resync and the queue carry on
             metrics.WORK_FAILURES.labels("takeover", type(exc).__name__).inc()
             log.warning("take-over: %s", exc)
@@ -206,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
         if lock is None:
             await hooks.ca.ensure()  # the CA exists from the first start on (leader: take_over)
+            await lifecycle.resume()
         reconciler.queue.start()
         leader.start()
         # SIGTERM (a rollout, a drain): release the Lease before kopf starts shutting down, so
@@ -228,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     async def cleanup(**_: Any) -> None:
         await leader.stop()  # hand over at once
         await reconciler.queue.stop()
+        await lifecycle.stop()
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

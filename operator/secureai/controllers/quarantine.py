@@ -24,7 +24,7 @@ from secureai.api.quarantine import Quarantine
 from secureai.clock import Clock, iso
 from secureai.controllers import metrics
 from secureai.controllers.reconciler import Emit, Reconciler
-from secureai.controllers.state import Entry
+from secureai.controllers.state import Entry, workload_key_of_cr
 from secureai.judge.quarantine import WorkloadFacts, blocked_by, containment, facts_of, matched_by
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 from secureai.k8s.resources import QUARANTINE
@@ -75,6 +75,10 @@ class QuarantineController:
     def blocked(self, entry: Entry, children: list[dict[str, Any]]) -> str | None:
         if not self.quarantines:
             return None
+        if self.reconciler is not None and self.reconciler.state.live.get(
+            workload_key_of_cr(entry.body)
+        ):
+            return None  # it has children already: contained, never left half-built
         facts = self._facts(entry, children)
         for quarantine in sorted(self.quarantines.values(), key=lambda q: q.metadata.name):
             if facts.ref in self.recorded.get(quarantine.metadata.name, {}):
@@ -87,8 +91,7 @@ class QuarantineController:
     def contained(self, entry: Entry, contained: Containment | None) -> None:
         """The reconcile put the containment (or its release) in place."""
         ref: Ref = (entry.kind, entry.namespace, entry.name)
-        if contained is None:
-            self.emit(entry.body, "Normal", "Released", "no active Quarantine contains it")
+        if contained is None:  # the status write's Ready change says so in an Event
             metrics.CONTAINED_WORKLOADS.set(self._contained_count())
             return
         now = time.monotonic()
@@ -108,14 +111,7 @@ class QuarantineController:
                 "containedAt": iso(self.clock.now()),
                 "containmentSeconds": seconds,
             }
-            self.emit(
-                entry.body,
-                "Warning",
-                "Quarantined",
-                f"contained by Quarantine/{name} ({quarantine.spec.action}): "
-                f"{quarantine.spec.reason}"[:1000],
-            )
-            self.schedule_status(name)
+            self.schedule_status(name)  # the workload's Event comes with its status (Ready)
         metrics.CONTAINED_WORKLOADS.set(self._contained_count())
 
     def _contained_count(self) -> int:
@@ -190,6 +186,7 @@ class QuarantineController:
 
     async def on_quarantine(self, body: dict[str, Any], deleted: bool) -> None:
         name = body["metadata"]["name"]
+        log.debug("Quarantine/%s %s", name, "deleted" if deleted else "seen")
         if deleted:
             self.quarantines.pop(name, None)
             self.bodies.pop(name, None)
@@ -234,15 +231,28 @@ class QuarantineController:
         reconciler = self.reconciler
         if reconciler is None:
             return 0
-        changed = [
-            entry
-            for entry in list(reconciler.state.workloads.values())
-            if entry.model is not None
-            and entry.rejected is None
-            and entry.containment != self.of(entry, list(entry.desired.values()))
-        ]
+        changed: list[tuple[Entry, Containment | None]] = []
+        for entry in list(reconciler.state.workloads.values()):
+            if entry.model is None or entry.rejected is not None:
+                continue
+            wanted = self.of(entry, list(entry.desired.values()))
+            if wanted != entry.containment:
+                changed.append((entry, wanted))
         if changed:
-            await asyncio.gather(*(reconciler.reconcile_now(e) for e in changed))
+            started = time.perf_counter()
+            log.info("containment changes for %d workload(s)", len(changed))
+            # every policy first, then the rest of each workload (credentials, status)
+            await asyncio.gather(
+                *(reconciler.contain_policies(e, c) for e, c in changed if c is not None)
+            )
+            policies = time.perf_counter() - started
+            await asyncio.gather(*(reconciler.reconcile_now(e) for e, _ in changed))
+            log.info(
+                "containment of %d workload(s): policies in %.3f s, all in %.3f s",
+                len(changed),
+                policies,
+                time.perf_counter() - started,
+            )
         return len(changed)
 
     # --- status -------------------------------------------------------------------------------
@@ -275,14 +285,18 @@ class QuarantineController:
             self.recorded.get(name, {}).values(),
             key=lambda r: (r["namespace"], r["name"], r["kind"]),
         )
-        contained = [
-            (e.kind, e.namespace, e.name)
-            for e in (self.reconciler.state.workloads.values() if self.reconciler else ())
-            if e.containment is not None and name in e.containment.quarantines
+        entries = list(self.reconciler.state.workloads.values()) if self.reconciler else []
+        targets = [
+            e
+            for e in entries
+            if e.model is not None
+            and e.rejected is None
+            and name in getattr(self.of(e, list(e.desired.values())), "quarantines", ())
         ]
+        contained = [e for e in targets if e.containment and name in e.containment.quarantines]
         if not quarantine.active:
             phase = "Released"
-        elif len(contained) >= len(records):
+        elif len(contained) == len(targets):
             phase = "Contained"
         else:
             phase = "Containing"
@@ -313,7 +327,7 @@ class QuarantineController:
                 "Contained",
                 "False",
                 "Containing",
-                f"{len(contained)} of {len(records)} workload(s) contained",
+                f"{len(contained)} of {len(targets)} workload(s) contained",
             )
         conditions = [held]
         if quarantine.spec.collect_evidence:

@@ -102,6 +102,18 @@ class NoQuarantines:
         return None
 
 
+class Lifecycle(Protocol):
+    """What a finished run leaves (controllers/provenance.py): provenance and retention."""
+
+    async def on_status(
+        self, entry: Entry, status: dict[str, Any], job: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Record a finished run; return the status with its provenance in lineage."""
+
+    def output_expired(self, workload_uid: str) -> bool:
+        """Whether retention deleted the workload's output (not to be re-created)."""
+
+
 class ChildRefused(Exception):
     """The API server refuses a rendered child as invalid (422): the spec must change."""
 
@@ -123,6 +135,7 @@ class Reconciler:
         self.policy = policy
         self.emit = emit
         self.hooks = hooks
+        self.lifecycle: Lifecycle | None = None
         self.clock: Clock = clock or SystemClock()
         self.state = State()
         self._status_tasks: dict[WorkloadKey, asyncio.Task[None]] = {}
@@ -219,6 +232,34 @@ class Reconciler:
                 metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(kind, result).inc()
 
+    async def contain_policies(self, entry: Entry, containment: Containment) -> None:
+        """Containment's first step, before the full reconcile: the workload's policies in
+        their contained form, written at once from what is already rendered."""
+        key = workload_key_of_cr(entry.body)
+        # Until its full reconcile (reconcile_now) is done, watch events of its children are
+        # not compared: that reconcile compares them all, and 100 workloads contained at once
+        # would otherwise double the API requests of this lane.
+        entry.containing = True
+        try:
+            async with entry.lock:
+                if not entry.desired or entry.rejected is not None:
+                    return
+                policies = [
+                    m
+                    for m in contain(list(entry.desired.values()), containment)
+                    if m["kind"] == "NetworkPolicy"
+                    and digest(m) != digest(entry.desired[("NetworkPolicy", m["metadata"]["name"])])
+                ]
+                for manifest in policies:
+                    entry.desired[("NetworkPolicy", manifest["metadata"]["name"])] = manifest
+                results = await asyncio.gather(*(self._apply(m) for m in policies))
+                for result in results:
+                    self.state.remember_child(result)
+        except NotLeader:
+            self.deferred.add(key)
+        except Exception as exc:  # the full reconcile that follows tries again
+            log.warning("contained policies of %s/%s: %s", entry.namespace, entry.name, exc)
+
     async def reconcile_now(self, entry: Entry) -> None:
         """Containment's lane: no wait for a reconcile slot; a failure goes to the queue."""
         key = workload_key_of_cr(entry.body)
@@ -231,6 +272,8 @@ class Reconciler:
         except Exception as exc:
             self._retry_later("containment", key, exc)
             return
+        finally:
+            entry.containing = False
         await self._write_status(entry)
 
     def _retry_later(self, work: str, key: WorkloadKey, exc: Exception) -> None:
@@ -274,7 +317,6 @@ class Reconciler:
             await asyncio.gather(*(self._expected(entry, m) for m in desired))
             return "prepared"
         released = entry.containment is not None and containment is None
-        entry.containment = containment
         await self._label_namespace(entry.namespace)
         first = [m for m in desired if m["kind"] in APPLY_FIRST]
         rest = [m for m in desired if m["kind"] not in APPLY_FIRST]
@@ -282,13 +324,16 @@ class Reconciler:
         try:
             for batch in (first, rest):
                 written += sum(await asyncio.gather(*(self._ensure(entry, m) for m in batch)))
-                if batch is first:  # own policies are in place: widening foreign ones go now
-                    if containment is not None:
-                        await self._remove_foreign(entry, self._verdict(entry))
-                        await self._prune(entry)  # credentials go before anything else
-                        self.containments.contained(entry, containment)
-                    elif released:
-                        await self._readmit_foreign(entry)
+                if batch is first and containment is not None:
+                    # own policies are contained: foreign ones and credentials go next; the
+                    # containment counts as in place (entry.containment) only once all is done
+                    await self._remove_foreign(entry, self._verdict(entry), contained=True)
+                    await self._prune(entry)
+                    entry.containment = containment
+                    self.containments.contained(entry, containment)
+                elif batch is first and released:
+                    entry.containment = None
+                    await self._readmit_foreign(entry)
         except ChildRefused as exc:  # no retry can change it: only a new spec
             return await self._reject(entry, str(exc))
         pruned = await self._prune(entry)
@@ -385,8 +430,12 @@ class Reconciler:
 
     def _finished_job_gone(self, entry: Entry, child: ChildKey) -> bool:
         """A finished training's Job removed by its TTL is not drift: it is not recreated
-        (the training would run again) and the workload keeps its final phase."""
+        (the training would run again) and the workload keeps its final phase. Nor is an
+        output volume that retention deleted."""
         status = entry.body.get("status") or {}
+        if child[0] == "PersistentVolumeClaim" and self.lifecycle is not None:
+            uid = str(entry.body["metadata"].get("uid"))
+            return self.lifecycle.output_expired(uid)
         return (
             child[0] == "Job"
             and status.get("phase") in FINAL_PHASES
@@ -548,8 +597,15 @@ class Reconciler:
             return
         previous = entry.body.get("status") or {}
         live = self.state.live_children(workload_key_of_cr(entry.body))
-        if any(self._finished_job_gone(entry, c) and c not in live for c in entry.desired):
-            return  # the final phase stands
+        if any(
+            c[0] == "Job" and self._finished_job_gone(entry, c) and c not in live
+            for c in entry.desired
+        ):
+            if self.lifecycle is not None:  # the final phase stands; what it left may change
+                await self._patch_status(
+                    entry, await self.lifecycle.on_status(entry, previous, None)
+                )
+            return
         failure = await self._inspect_pods(entry)
         status = compute_status(
             entry.model,
@@ -558,6 +614,8 @@ class Reconciler:
             previous,
             iso(self.clock.now()),
         )
+        if self.lifecycle is not None:
+            status = await self.lifecycle.on_status(entry, status, live.get(("Job", entry.name)))
         before = _ready(previous)
         if status == previous:
             return
@@ -657,7 +715,7 @@ class Reconciler:
             return
         child: ChildKey = (kind, body["metadata"]["name"])
         desired = entry.desired.get(child)
-        if desired is not None and self.leading():
+        if desired is not None and self.leading() and not entry.containing:
             started = time.perf_counter()
             judged = None
             if kind == "NetworkPolicy":  # isolation is judged (Event, status) as the revert runs
@@ -840,14 +898,16 @@ class Reconciler:
         own = {n: m for (k, n), m in entry.desired.items() if k == "NetworkPolicy"}
         policies = dict(self.state.policies.get(entry.namespace, {}))
         drifted = set()
-        for name in own:
+        for name, rendered in own.items():
             body = live.get(("NetworkPolicy", name))
             if body is None:
                 policies.pop(name, None)
                 continue
             policies[name] = body
             expected = entry.expected.get(("NetworkPolicy", name))
-            if expected is not None and differences(expected, body):
+            if expected is None or expected.digest != digest(rendered):
+                continue  # a new rendering (say, contained) is being applied right now
+            if differences(expected, body):
                 drifted.add(name)
         pods: dict[str, dict[str, str]] = dict(self.state.pods.get(key, {}))
         for (kind, name), child in entry.desired.items():
@@ -862,7 +922,11 @@ class Reconciler:
         access; on a change, an Event, a metric and a status write."""
         if entry.model is None or entry.rejected is not None or not entry.desired:
             return
-        if not self.leading() or entry.reconciled_generation != entry.generation:
+        if (
+            not self.leading()
+            or entry.reconciled_generation != entry.generation
+            or entry.containing
+        ):
             return  # a reconcile in flight judges when it is done
         verdict = await self._remove_foreign(entry, self._verdict(entry))
         if verdict == entry.isolation:
@@ -878,11 +942,14 @@ class Reconciler:
             self.emit(entry.body, "Normal", "Isolated", verdict.message)
         await self._write_status(entry)
 
-    async def _remove_foreign(self, entry: Entry, verdict: isolation.Verdict) -> isolation.Verdict:
+    async def _remove_foreign(
+        self, entry: Entry, verdict: isolation.Verdict, *, contained: bool = False
+    ) -> isolation.Verdict:
         """With `remove`: delete the policies that widen access and no workload rendered.
         A contained workload is excluded from every other widening policy (`report` too)."""
         remove = self.policy.foreign_network_policy == "remove"
-        if not verdict.widening or not (remove or entry.containment is not None):
+        contained = contained or entry.containment is not None
+        if not verdict.widening or not (remove or contained):
             return verdict
         rendered = {
             n
@@ -893,7 +960,7 @@ class Reconciler:
         if not remove:
             narrowed = [n for n in verdict.widening if n not in rendered]
             for name in narrowed:
-                await self._exclude(entry, name, add=True)
+                await self._exclude(entry, name)
             return self._verdict(entry) if narrowed else verdict
         removed = [n for n in verdict.widening if n not in rendered]
         for name in removed:
@@ -908,44 +975,61 @@ class Reconciler:
             )
         return self._verdict(entry) if removed else verdict
 
-    async def _exclude(self, entry: Entry, name: str, *, add: bool) -> None:
-        """Narrow a foreign policy so it no longer selects the workload's pods (or widen it
-        back on release). Its effect on every other pod is kept."""
-        for _ in range(3):
-            body = await self.kube.get("NetworkPolicy", entry.namespace, name)
-            if body is None:
-                self.state.policies.get(entry.namespace, {}).pop(name, None)
-                return
-            names = excluded(body)
-            names = names | {entry.name} if add else names - {entry.name}
-            if names == excluded(body):
-                return
-            body.setdefault("kind", "NetworkPolicy")
-            body.setdefault("apiVersion", "networking.k8s.io/v1")
-            try:
-                result = await self.kube.replace(exclude_workloads(body, names))
-            except ApiError as exc:
-                if exc.status == 409:
-                    continue
-                if exc.status == 404:
+    def _to_exclude(self, namespace: str) -> set[str]:
+        """Workloads of a namespace that foreign policies must not select: those contained,
+        or about to be."""
+        return {
+            e.name
+            for e in self.state.in_namespace(namespace)
+            if e.model is not None
+            and (e.containment or self.containments.of(e, list(e.desired.values())))
+        }
+
+    async def _exclude(self, entry: Entry, name: str) -> None:
+        """Narrow (or widen back) a foreign policy so that it selects no pod of a contained
+        workload of its namespace; its effect on every other pod is kept. One writer per
+        namespace at a time: workloads contained together narrow a policy once."""
+        namespace = entry.namespace
+        async with self._namespace_locks.setdefault(f"policies/{namespace}", asyncio.Lock()):
+            for _ in range(5):
+                body = await self.kube.get("NetworkPolicy", namespace, name)
+                if body is None:
+                    self.state.policies.get(namespace, {}).pop(name, None)
                     return
-                raise
-            self.state.policies.setdefault(entry.namespace, {})[name] = slim_policy(result)
-            verb = "excluded from" if add else "readmitted to"
-            self.emit(
-                entry.body,
-                "Warning" if add else "Normal",
-                "ForeignNetworkPolicyNarrowed" if add else "ForeignNetworkPolicyRestored",
-                f"the workload's pods are {verb} NetworkPolicy/{name}",
-            )
-            return
+                have, want = excluded(body), self._to_exclude(namespace)
+                if not have and not want:
+                    return
+                if have == want:
+                    self.state.policies.setdefault(namespace, {})[name] = slim_policy(body)
+                    return
+                body.setdefault("kind", "NetworkPolicy")
+                body.setdefault("apiVersion", "networking.k8s.io/v1")
+                try:
+                    result = await self.kube.replace(exclude_workloads(body, want))
+                except ApiError as exc:
+                    if exc.status == 409:
+                        continue
+                    if exc.status == 404:
+                        return
+                    raise
+                self.state.policies.setdefault(namespace, {})[name] = slim_policy(result)
+                self.emit(
+                    entry.body,
+                    "Warning" if want - have else "Normal",
+                    "ForeignNetworkPolicyNarrowed"
+                    if want - have
+                    else "ForeignNetworkPolicyRestored",
+                    f"NetworkPolicy/{name} excludes the pods of "
+                    + (", ".join(sorted(want)) or "no workload"),
+                )
+                return
         raise ApiError(409, "Conflict", f"NetworkPolicy/{name} kept changing")
 
     async def _readmit_foreign(self, entry: Entry) -> None:
         """Released: undo this workload's exclusions from foreign policies."""
         for name, body in list(self.state.policies.get(entry.namespace, {}).items()):
             if entry.name in excluded(body):
-                await self._exclude(entry, name, add=False)
+                await self._exclude(entry, name)
 
     # --- namespaces and foreign network policies --------------------------------------------
 
@@ -962,6 +1046,7 @@ class Reconciler:
                 self._namespace_versions,
             ):
                 table.pop(name, None)
+            self._namespace_locks.pop(f"policies/{name}", None)
             self.state.terminating.discard(name)
             return
         self.state.namespaces[name] = dict(labels)

@@ -65,6 +65,7 @@ class Entry:
     census_generation: int = -1
     # The containment rendered by the last reconcile (None: not contained).
     containment: Containment | None = None
+    containing: bool = False  # containment's lane is at work: its reconcile compares all
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # reconcile and revert
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # status writes
     status_pending: bool = False

@@ -30,7 +30,7 @@ import aiohttp
 
 from secureai.clock import Clock, SystemClock
 from secureai.crypto.envelope import InvalidKeyError, format_kek, generate_kek, load_kek
-from secureai.crypto.evidence import EvidenceError
+from secureai.crypto.evidence import EvidenceError, seal
 from secureai.crypto.signing import SignatureError, generate_signing_key, load_private_key
 from secureai.judge.isolation import selects
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
@@ -73,7 +73,11 @@ LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 KIND_LABELS: Final = {"SecureTrainingJob": "training", "SecureInferenceService": "inference"}
 CONCURRENCY: Final = 8
 _AUDIT_KEYS: Final = frozenset({"time", "client", "method", "path", "status", "latency_ms"})
-_PART_OF: Final = {"app.kubernetes.io/part-of": "secureai"}
+# managed-by: the chart's admission policies let only the operator write or delete these
+_PART_OF: Final = {
+    "app.kubernetes.io/part-of": "secureai",
+    "app.kubernetes.io/managed-by": "secureai",
+}
 _CREATE_ATTEMPTS: Final = 5
 
 T = TypeVar("T")
@@ -710,3 +714,21 @@ async def public_key(kube: KubeClient, namespace: str) -> bytes:
             f"ConfigMap {namespace}/{SIGNER_CONFIGMAP} with key {PUBLIC_KEY} not found"
         )
     return str(pem).encode("ascii", "replace")
+
+
+async def seal_and_store(
+    kube: KubeClient,
+    namespace: str,
+    quarantine: str,
+    reason: str,
+    workloads: Sequence[tuple[str, str, str]],
+    *,
+    clock: Clock | None = None,
+) -> tuple[str, str]:
+    """Collect, seal (in a thread: CPU-bound) and store the evidence of a Quarantine; return
+    (reference, bundle digest). Called once containment is in place, never before."""
+    kek, signing_key, _ = await evidence_keys(kube, namespace)
+    files = await collect(kube, workloads, clock=clock)
+    meta = {"quarantine": quarantine, "reason": reason[:1024]}
+    blob = await asyncio.to_thread(seal, files, kek, signing_key, meta)
+    return await store(kube, namespace, quarantine, blob), _digest(blob)

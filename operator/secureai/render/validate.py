@@ -186,7 +186,17 @@ def _check_training(cr: SecureTrainingJob, policy: Policy) -> list[Violation]:
             out.append(Violation(f"{field}.claimName", f"{dataset.claim_name!r} is repeated"))
     if any(d.encrypted for d in spec.datasets or []):
         out += _check_image("policy.operatorImage", policy.operator_image, policy)
+    out += _check_retention(cr, policy)
     return out
+
+
+def _check_retention(cr: SecureTrainingJob, policy: Policy) -> list[Violation]:
+    most = policy.max_output_ttl_seconds
+    ttl = cr.spec.retention.output_ttl_seconds_after_finished if cr.spec.retention else None
+    if most is None or ttl is None or ttl <= most:
+        return []
+    field = "spec.retention.outputTtlSecondsAfterFinished"
+    return [Violation(field, f"{ttl} s is longer than policy allows ({most} s)")]
 
 
 def _check_inference(cr: SecureInferenceService, policy: Policy) -> list[Violation]:
