@@ -13,6 +13,7 @@ PYTHONPATH=DIR/operator, BENCH_OPERATOR_COMMIT=<sha> (versions.operator_source r
 BENCH_CONFIG='{"burst": 200, ...}' overrides fields of the Config (experiments only).
 BENCH_TRACEMALLOC=1 adds a diagnostic: the operator at the largest count under tracemalloc
 (bench/scenarios_tracemalloc.py), reporting which package holds its memory.
+BENCH_PHASES=b runs only scenario 4 and what follows it (the other phases: a, memory).
 
 Scenarios (docs/performance.md explains the method and the figures):
   1. watch floor: a plain client patches a ConfigMap; time until a raw watch shows the write;
@@ -22,6 +23,8 @@ Scenarios (docs/performance.md explains the method and the figures):
   4. burst: N CRs created at once -> all Ready; operator CPU seconds and peak RSS;
   5. steady state: the operator's write requests during an idle window (API audit log);
   6. memory: RSS of a freshly started operator managing 100, 500 and 1,000 CRs.
+  (+) `secureai audit` (the CLI, cluster-wide) with the burst's 1,000 CRs managed:
+      audit_1000_workloads_s (target < 10 s); bench_audit times the pure judge alone;
   (+) drift -> revert again with the burst's 1,000 CRs under management.
 
 The operator is the real `secureai run` process (tests/operatorkit.OperatorProcess) with a
@@ -173,7 +176,13 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 def module_benches(cfg: Config) -> dict[str, Any]:
     """render, crypto and guard, run before the cluster scenarios (small sizes when quick)."""
-    from bench import bench_crypto, bench_dataset, bench_guard, bench_render  # noqa: PLC0415
+    from bench import (  # noqa: PLC0415
+        bench_audit,
+        bench_crypto,
+        bench_dataset,
+        bench_guard,
+        bench_render,
+    )
 
     out: dict[str, Any] = {}
     jobs: dict[str, Any] = {
@@ -186,6 +195,9 @@ def module_benches(cfg: Config) -> dict[str, Any]:
         # scan/pseudonymize run at about 1 MiB/s per core: 1 GiB is BENCH_DATASET_MIB=1024
         "dataset": lambda: bench_dataset.run(
             size_mib=1 if cfg.quick else int(os.environ.get("BENCH_DATASET_MIB", "64"))
+        ),
+        "audit_judge": lambda: bench_audit.run(
+            count=100 if cfg.quick else 1000, repeats=1 if cfg.quick else 3
         ),
         "guard": None
         if cfg.quick
@@ -319,9 +331,14 @@ class Bench:
             self.audit = AuditReader(self.cluster.audit_log, f"JTI={self.jti}")
             self.archive = AuditReader(self.cluster.audit_log, self.prefix)
             self.archive.mark()
-            await self.phase_a(api, tracker, floor_tracker)
-            await self.phase_b(api, tracker)
-            await self.phase_memory(api, tracker)
+            # BENCH_PHASES=b: only the burst phase (its 1,000 CRs also time `secureai audit`)
+            phases = os.environ.get("BENCH_PHASES", "a,b,memory").split(",")
+            if "a" in phases:
+                await self.phase_a(api, tracker, floor_tracker)
+            if "b" in phases:
+                await self.phase_b(api, tracker)
+            if "memory" in phases:
+                await self.phase_memory(api, tracker)
         except Exception as exc:
             self.errors.append(f"{type(exc).__name__}: {exc}")
             log("FAILED: " + "".join(traceback.format_exception(exc))[-2000:])
@@ -345,6 +362,34 @@ class Bench:
             self.result["watch_reconnects"] = tracker.reconnects + floor_tracker.reconnects
             await api.close()
         return self.result
+
+    async def time_audit(self, count: int) -> None:
+        """`secureai audit` (the CLI, cluster-wide, admin kubeconfig) with `count` CRs managed."""
+        out = self.workdir / "audit.json"
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        cmd = [sys.executable, "-m", "secureai.cli.main", "audit", "-o", "json", "--out", str(out)]
+        cmd += ["--fail-on", "none", "--policy", str(self.policy_file)]
+        log(f"(+) secureai audit with {count} CRs managed")
+        started = time.monotonic()
+        proc = await asyncio.to_thread(
+            subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=300
+        )
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            self.errors.append(f"audit: exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            return
+        report = json.loads(out.read_text())
+        mine = [w for w in report["workloads"] if w["namespace"].startswith(self.prefix)]
+        self.result["audit_1000_workloads_s"] = round(seconds, 2)
+        self.result["posture_audit"] = {
+            "count": count,
+            "workloads_judged": len(report["workloads"]),
+            "bench_workloads_judged": len(mine),
+            "findings": report["summary"]["findings"],
+            "skipped": report["skipped"],
+            "seconds": round(seconds, 2),
+        }
+        log(f"   audit: {len(report['workloads'])} workloads in {seconds:.2f}s")
 
     # --- phase A: floor, drift, sequential creates (a few CRs) -----------------------------------
 
@@ -569,6 +614,7 @@ class Bench:
 
         log(f"5. steady state: settle, then a {cfg.idle_s:.0f}s idle window")
         await self.idle(op)
+        await self.time_audit(cfg.burst)  # on the settled cluster, as an auditor meets it
 
         log(f"(+) drift at scale: {cfg.scale_tampers} tampers with {cfg.burst} CRs managed")
         tracker.detailed.update(names)
@@ -802,6 +848,7 @@ def targets(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
     ready_p50 = p("create_ready_ms", "p50")
     burst_s = result.get("burst_1000_s")
     idle = result.get("idle_writes_per_min")
+    audit_s = result.get("audit_1000_workloads_s")
     top = str(max(cfg.rss_counts))
     rss = (result.get("rss_mib") or {}).get(top)
     timeouts = int(result.get("drift_timeouts") or 0)
@@ -829,6 +876,12 @@ def targets(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
             "met": (burst_s is not None and burst_s < 120),
         },
         "idle_writes_per_min": {"target": "0", "value": idle, "met": (idle == 0)},
+        "audit_1000_workloads_s": {
+            "target": "< 10",
+            "count": cfg.burst,
+            "value": audit_s,
+            "met": (audit_s is not None and audit_s < 10),
+        },
         "rss_mib": {
             "target": "< 250",
             "count": int(top),

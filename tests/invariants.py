@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pss import check_restricted, pod_specs_of
 from secureai.api import Policy, SecureTrainingJob, Workload
 from secureai.api.policy import GPU_PRESENT_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
+from secureai.judge.pss import check_restricted, pod_specs_of
 
 Manifest = dict[str, Any]
 Checker = Callable[[Workload, Policy, list[Manifest]], list[str]]

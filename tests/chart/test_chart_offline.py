@@ -22,9 +22,9 @@ from pydantic.alias_generators import to_camel
 
 from clusterkit import REPO, bindir
 from gitopskit import argocd_health
-from pss import check_restricted
 from secureai.api import Policy
 from secureai.cli.main import build_parser
+from secureai.judge.pss import check_restricted
 
 CHART = REPO / "charts" / "secureai-operator"
 K8S_VERSION = "1.37"

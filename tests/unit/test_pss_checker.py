@@ -1,4 +1,4 @@
-"""Tests of the Pod Security Standards checker in tests/pss.py."""
+"""Tests of the Pod Security Standards checker, secureai/judge/pss.py (tests and audit share it)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pss
-from pss import (
+from secureai.judge import pss
+from secureai.judge.pss import (
     LATEST_VERSION,
     check_baseline,
     check_ids,

@@ -25,6 +25,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The ServiceAccount of `secureai audit` (audit.serviceAccount). */}}
+{{- define "secureai.auditServiceAccount" -}}
+{{- default (printf "%s-audit" (include "secureai.fullname" .)) .Values.audit.serviceAccount.name -}}
+{{- end -}}
+
 {{/* The username the API server sees for the operator's ServiceAccount. */}}
 {{- define "secureai.serviceAccountUser" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "secureai.serviceAccountName" .) -}}

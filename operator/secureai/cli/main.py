@@ -15,6 +15,7 @@ from secureai import __version__
 from secureai.api import Policy, Workload, parse_workload
 from secureai.api.crd import all_crds
 from secureai.api.errors import one_line
+from secureai.cli.audit_cmd import add_audit_parser
 from secureai.cli.crypto_cmds import add_dataset_parser, add_model_parser
 from secureai.cli.dataset_pii_cmds import add_dataset_pii_commands
 from secureai.cli.guard_cmd import add_guard_parser
@@ -164,6 +165,7 @@ def _add_delegated(sub: Any) -> None:
     add_dataset_pii_commands(add_dataset_parser(sub))
     add_model_parser(sub)
     add_guard_parser(sub)
+    add_audit_parser(sub, load_policy)
     add_lineage_parser(sub)
     add_quarantine_parser(sub)
 

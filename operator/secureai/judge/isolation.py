@@ -80,7 +80,7 @@ def judge(
 ) -> Verdict:
     """`pods`: name -> labels; `policies`: name -> live policy; `own`: name -> rendered
     policy of this workload; `drifted`: own policies whose live copy differs."""
-    deny = [n for n, p in own.items() if _is_default_deny(p.get("spec") or {})]
+    deny = [n for n, p in own.items() if is_default_deny(p.get("spec") or {})]
     for name in deny:
         if name not in policies:
             return Verdict(False, "DefaultDenyMissing", f"NetworkPolicy/{name} is missing")
@@ -121,5 +121,5 @@ def judge(
     return ISOLATED
 
 
-def _is_default_deny(spec: Mapping[str, Any]) -> bool:
+def is_default_deny(spec: Mapping[str, Any]) -> bool:
     return policy_types(spec) >= set(DIRECTIONS) and not allows_some(spec)

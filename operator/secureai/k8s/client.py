@@ -163,9 +163,10 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         allow: tuple[int, ...] = (),
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         url = self._creds.host + path + (f"?{urlencode(params)}" if params else "")
-        headers = {"Accept": "application/json", **self._auth_header()}
+        headers = {"Accept": accept, **self._auth_header()}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type

@@ -1,4 +1,4 @@
-"""Pod Security Standards (PSS) checker for tests.
+"""Pod Security Standards (PSS) checker: the admission plugin's rules, pure.
 
 Checks the camelCase dict form of a PodSpec (as written in YAML manifests) against every
 field rule of the Kubernetes Pod Security Standards, Baseline and Restricted profiles, as
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache, cached_property
 from typing import Any, Literal
 
 Version = tuple[int, int]
@@ -230,6 +231,8 @@ _TEMPLATED_KINDS = frozenset(
 
 
 def _as_map(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without an ABC instance check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -266,7 +269,7 @@ class _Container:
     path: str  # e.g. "initContainers[0]"
     spec: Mapping[str, Any]
 
-    @property
+    @cached_property
     def security_context(self) -> Mapping[str, Any]:
         return _as_map(self.spec.get("securityContext"))
 
@@ -277,11 +280,11 @@ class _Pod:
     metadata: Mapping[str, Any]
     version: Version
 
-    @property
+    @cached_property
     def security_context(self) -> Mapping[str, Any]:
         return _as_map(self.spec.get("securityContext"))
 
-    @property
+    @cached_property
     def containers(self) -> list[_Container]:
         return [
             _Container(f"{kind}[{i}]", _as_map(container))
@@ -649,6 +652,7 @@ _CHECKS: tuple[_Check, ...] = (
 )
 
 
+@cache
 def _checks_for(level: Level, version: Version) -> list[_Check]:
     active = [c for c in _CHECKS if c.since <= version]
     if level == "baseline":
