@@ -334,6 +334,8 @@ def test_namespaced_mode_grants_namespaced_rights_only_in_the_watched_namespaces
         "secureai-ca",
         "secureai-ca-bundle",
         "secureai-evidence-signer",
+        "secureai-evidence-key",
+        "secureai-evidence-signing",
         "secureai-provenance-key",
     }
     # the provenance records (one per run, names not known in advance): read and noted, never

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from secureai.api import Policy
+from secureai.clock import SystemClock
 from secureai.judge.posture import CONTROLS, SEVERITIES, Posture, judge, reaches
 
 API_VERSION = "secureai.dev/audit/v1"
@@ -200,7 +201,7 @@ async def _gather_and_judge(args: argparse.Namespace, policy: Policy, now: datet
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    now = datetime.now(UTC)
+    now = SystemClock().now()
     policy = args.load_policy(args.policy)  # cli.main's loader: bad input exits 2 there
     try:
         posture = asyncio.run(_gather_and_judge(args, policy, now))

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -20,6 +20,7 @@ from secureai.api import API_VERSION
 from secureai.api.errors import one_line
 from secureai.api.quarantine import Quarantine
 from secureai.cli import quarantine_evidence
+from secureai.clock import SystemClock
 from secureai.k8s.client import ApiError, KubeClient, load_credentials
 from secureai.k8s.resources import QUARANTINE
 
@@ -126,7 +127,7 @@ def _age(stamp: str | None) -> str:
     if not stamp:
         return "?"
     seconds = int(
-        (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+        (SystemClock().now() - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
     )
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
