@@ -24,6 +24,7 @@ from nodekit import UID, image, pin_to_real_node, read_only_claim, volume_dir
 
 from clusterkit import Cluster, wait_for
 from operatorkit import OperatorProcess, apply_yaml, condition
+from secureai.crypto.signing import tree_digest
 
 KUBELET_PODS = Path("/var/lib/kubelet/pods")
 # SECUREAI_E2E_DATASET_MIB=100 measures decryption of a 100 MiB dataset (issue 12's figures)
@@ -95,6 +96,10 @@ def training_cr(ns: str, name: str, claim: str, secret: str) -> dict[str, Any]:
     }
 
 
+def workload_of(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return dict(cluster.kubectl_json("-n", ns, "get", "securetrainingjob", name))
+
+
 def phase_of(cluster: Cluster, ns: str, name: str, phases: tuple[str, ...]) -> Any:
     obj = cluster.kubectl_json("-n", ns, "get", "securetrainingjob", name)
     return obj if (obj.get("status") or {}).get("phase") in phases else None
@@ -143,6 +148,28 @@ def test_encrypted_dataset_is_decrypted_into_memory_and_trained_on(
     print(f"e2e training: decrypt init container {took:.0f}s (1 s resolution), {DATASET_BYTES} B")
     plain_volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "dataset-0-plain")
     assert plain_volume["emptyDir"]["medium"] == "Memory"
+    # the decrypted data is gone from the node once the pod has ended: no file left in its
+    # emptyDirs, no tmpfs mounted for it (issue 18 point 3)
+    uid = pod["metadata"]["uid"]
+    wait_for(
+        lambda: (
+            plaintext_on_node(pod) == []
+            and uid not in Path("/proc/mounts").read_text(encoding="utf-8")
+        ),
+        timeout=120,
+        description="decrypted data gone from the node",
+    )
+
+    # lineage: the dataset's envelope and plaintext digests, as the decrypting container
+    # measured them, equal the digests of what was encrypted and of the plaintext
+    def census() -> dict[str, Any] | None:
+        lineage = (workload_of(cluster, ns, "train").get("status") or {}).get("lineage") or {}
+        found = [c for c in lineage.get("datasetCensus") or [] if c.get("claimName") == "corpus"]
+        return found[0] if found and found[0].get("plaintextDigest") else None
+
+    reported = wait_for(census, timeout=60, description="dataset digests in status lineage")
+    assert reported["envelopeDigest"] == tree_digest(tmp_path / "corpus-enc")
+    assert reported["plaintextDigest"] == tree_digest(tmp_path / "corpus-plain")
 
     # what the trainer read is exactly the plaintext, and it wrote its output on the PVC
     output = volume_dir(cluster, ns, "train-output")

@@ -89,7 +89,8 @@ class QuarantineMatch(Model):
         "Model manifest (OpenSSF model-signing; as in status.lineage.modelDigest)"
     )
     dataset_digests: list[Digest] | None = _digests(
-        "Dataset (as recorded in status.lineage.datasetDigests or the run's provenance)"
+        "Dataset (envelope or plaintext, as the decrypting init container reported them in "
+        "status.lineage.datasetCensus)"
     )
 
 

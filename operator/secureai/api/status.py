@@ -44,12 +44,23 @@ class ChildRef(Model):
 
 
 class DatasetCensus(Model):
-    """Personal data a dataset's init container found in it: counts, never values."""
+    """What a dataset's init container reported: its digests (encrypted datasets) and the
+    personal data it found (scanned datasets): counts, never values."""
 
     claim_name: str = Field(description="The dataset's PVC.")
-    files: int = Field(default=0, ge=0, description="Files in the dataset.")
-    unreadable: int = Field(default=0, ge=0, description="Files that could not be scanned.")
-    bytes: int = Field(default=0, ge=0, description="Plaintext bytes scanned.")
+    files: int | None = Field(default=None, ge=0, description="Files scanned in the dataset.")
+    unreadable: int | None = Field(
+        default=None, ge=0, description="Files that could not be scanned."
+    )
+    bytes: int | None = Field(default=None, ge=0, description="Plaintext bytes scanned.")
+    envelope_digest: str | None = Field(
+        default=None,
+        description="sha256 of the canonical manifest of the encrypted files (as a model "
+        "digest is made).",
+    )
+    plaintext_digest: str | None = Field(
+        default=None, description="sha256 of the canonical manifest of the decrypted files."
+    )
     counts: dict[str, int] | None = Field(default=None, description="Values found, per type.")
     violation: str | None = Field(
         default=None, description="Why the personal-data rule refused the dataset."

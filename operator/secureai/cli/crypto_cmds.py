@@ -36,6 +36,8 @@ from secureai.crypto import (
     sign_model,
     verify_model,
 )
+from secureai.crypto.signing import tree_digest
+from secureai.render.training import DIGESTS_SCHEMA
 
 __all__ = ["add_dataset_parser", "add_model_parser", "main"]
 
@@ -165,6 +167,9 @@ def _dataset_transform(args: argparse.Namespace) -> int:
             files, size = encrypt_dir(src, dst, kek, chunk_size=args.chunk_size)
         else:
             files, size = decrypt_dir(src, dst, kek)
+            if args.report:
+                # In a pod: /dev/termination-log, read by the operator (lineage, provenance).
+                write_digests_report(args.report, src, dst)
     else:
         if dst.is_dir():
             raise CommandError(f"destination is a directory: {dst}")
@@ -186,6 +191,19 @@ def _dataset_transform(args: argparse.Namespace) -> int:
         }
     )
     return 0
+
+
+def dataset_digests(encrypted: Path, plain: Path | None) -> dict[str, str]:
+    """The envelope digest of an encrypted tree and the plaintext digest of its decryption."""
+    out = {"envelopeDigest": tree_digest(encrypted)}
+    if plain is not None:
+        out["plaintextDigest"] = tree_digest(plain)
+    return out
+
+
+def write_digests_report(report: str, encrypted: Path, plain: Path) -> None:
+    body = {"schema": DIGESTS_SCHEMA, **dataset_digests(encrypted, plain)}
+    Path(report).write_text(json.dumps(body, sort_keys=True, separators=(",", ":")))
 
 
 def _dataset_rekey(args: argparse.Namespace) -> int:
@@ -235,6 +253,12 @@ def add_dataset_parser(
                 help="plaintext bytes per authenticated chunk (default 1 MiB)",
             )
         p.add_argument("--force", action="store_true", help="overwrite an existing DST file")
+        if name == "decrypt":
+            p.add_argument(
+                "--report",
+                metavar="FILE",
+                help="write the envelope and plaintext digests of a tree (JSON) here",
+            )
         p.add_argument("src", metavar="SRC")
         p.add_argument("dst", metavar="DST")
         p.set_defaults(func=_guarded(_dataset_transform))

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from secureai.cli.crypto_cmds import dataset_digests
 from secureai.crypto import EnvelopeError, load_kek
 from secureai.dataset.census import Census
 from secureai.dataset.detect import TYPES, build, parse_types
@@ -204,6 +205,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         _clear(copy_to)  # a refused dataset is not handed to the trainer
     if args.report:
         summary = census.summary(allowed, violation)
+        if copy_to is not None and kek is not None:  # decrypted here: lineage gets both digests
+            summary.update(dataset_digests(root, copy_to if violation is None else None))
         Path(args.report).write_text(json.dumps(summary, sort_keys=True, separators=(",", ":")))
     if args.output == "json":
         sys.stdout.write(json.dumps(census.to_json(), sort_keys=True) + "\n")

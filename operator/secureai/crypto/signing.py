@@ -224,6 +224,13 @@ def canonical_manifest(digests: Mapping[str, str]) -> bytes:
     return json.dumps({"files": files}, sort_keys=True, separators=(",", ":")).encode()
 
 
+def tree_digest(directory: str | os.PathLike[str]) -> str:
+    """``sha256:`` of the canonical manifest of a directory tree, as a model's digest is made
+    (a dataset's envelope and plaintext digests in lineage and provenance)."""
+    digests, _ = hash_model(directory)
+    return _model_digest(digests)
+
+
 def _model_digest(digests: Mapping[str, str]) -> str:
     return "sha256:" + hashlib.sha256(canonical_manifest(digests)).hexdigest()
 

@@ -127,8 +127,12 @@ def _dataset(
         identity = volume_identity(pvc)
         out["digest"] = {"sha256": sha256_hex(identity)}
         annotations["volume"] = identity
-    if dataset.claim_name in census:
-        annotations["personalDataCensus"] = census[dataset.claim_name]
+    report = dict(census.get(dataset.claim_name) or {})
+    for key in ("envelopeDigest", "plaintextDigest"):  # what the decrypting container measured
+        if report.get(key):
+            annotations[key] = report.pop(key)
+    if set(report) - {"claimName"}:  # a scan ran: its counts (never values)
+        annotations["personalDataCensus"] = report
     out["annotations"] = annotations
     return out
 

@@ -64,7 +64,12 @@ def facts_of(
     if lineage.get("imageDigest"):
         images.add(str(lineage["imageDigest"]))
     models = {str(d) for d in (model_digest, lineage.get("modelDigest")) if d}
-    datasets = {str(d) for d in lineage.get("datasetDigests") or [] if d}
+    datasets = {
+        str(c[key])
+        for c in lineage.get("datasetCensus") or []
+        for key in ("envelopeDigest", "plaintextDigest")
+        if isinstance(c, dict) and c.get(key)
+    }
     return WorkloadFacts(
         kind=str(body.get("kind") or ""),
         namespace=str(meta.get("namespace") or ""),

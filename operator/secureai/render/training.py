@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, get_args
 
 from secureai.api import Policy, SecureTrainingJob
@@ -17,6 +18,10 @@ KEK_DIR = "/var/run/secrets/secureai/kek"
 # as the container's termination message (schema in docs/data-minimisation.md).
 CENSUS_REPORT = "/dev/termination-log"
 CENSUS_SCHEMA = "secureai.dev/dataset-census-summary/v1"
+# What `dataset decrypt --report` writes when no scan runs: the dataset's digests only.
+DIGESTS_SCHEMA = "secureai.dev/dataset-digests/v1"
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DECRYPT_ARGS = ["dataset", "decrypt", "--key", f"{KEK_DIR}/kek", "--report", CENSUS_REPORT]
 
 
 def allowed_personal_data(cr: SecureTrainingJob, policy: Policy) -> list[str] | None:
@@ -49,7 +54,19 @@ def _census(message: str | None, claim_name: str) -> DatasetCensus | None:
         summary = json.loads(message or "")
     except ValueError:
         return None
-    if not isinstance(summary, dict) or summary.get("schema") != CENSUS_SCHEMA:
+    if not isinstance(summary, dict):
+        return None
+    digests = {
+        key: summary[wire]
+        for key, wire in (
+            ("envelope_digest", "envelopeDigest"),
+            ("plaintext_digest", "plaintextDigest"),
+        )
+        if isinstance(summary.get(wire), str) and DIGEST_RE.match(summary[wire])
+    }
+    if summary.get("schema") == DIGESTS_SCHEMA:
+        return DatasetCensus(claim_name=claim_name, **digests) if digests else None
+    if summary.get("schema") != CENSUS_SCHEMA:
         return None
     counts = summary.get("counts")
     violation = summary.get("violation")
@@ -61,6 +78,7 @@ def _census(message: str | None, claim_name: str) -> DatasetCensus | None:
             bytes=summary.get("bytes", 0),
             counts=counts if isinstance(counts, dict) and counts else None,
             violation=violation if isinstance(violation, str) else None,
+            **digests,
         )
     except ValueError:
         return None
@@ -134,7 +152,7 @@ def _parts(cr: SecureTrainingJob, policy: Policy) -> PodParts:
             helper_container(
                 f"decrypt-{i}",
                 policy,
-                ["dataset", "decrypt", "--key", f"{KEK_DIR}/kek", "/encrypted", "/plain"]
+                [*DECRYPT_ARGS, "/encrypted", "/plain"]
                 if allowed is None
                 # Scan while decrypting: one pass, and refused data never reaches the trainer.
                 else [
