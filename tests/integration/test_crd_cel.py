@@ -50,7 +50,21 @@ BASES: dict[str, dict[str, Any]] = {
             "tls": {"mode": "Secret", "secretName": "serving"},
         },
     },
+    "Quarantine": {
+        "apiVersion": "secureai.dev/v1alpha1",
+        "kind": "Quarantine",
+        "metadata": {"name": "cel-base"},
+        "spec": {
+            "match": {
+                "workloads": [{"namespace": "ml", "name": "chat"}],
+                "selector": {"matchLabels": {"team": "a"}},
+                "modelDigests": ["sha256:" + "b" * 64],
+            },
+            "reason": "a CEL test",
+        },
+    },
 }
+CLUSTER_SCOPED = {"Quarantine"}
 
 
 def _set(node: dict[str, Any], **values: Any) -> dict[str, Any]:
@@ -89,6 +103,9 @@ CASES: dict[str, Callable[[Any], Any]] = {
     "!self.startsWith('/') && !self.split('/').exists(p, p == '..')": lambda path: "weights/../..",
     "(has(self.mode) && self.mode == 'Secret') == has(self.secretName)": (
         lambda tls: _without(tls, "secretName")
+    ),
+    "has(self.workloads) || has(self.namespaces) || has(self.selector) || has(self.imageDigests) || has(self.modelDigests) || has(self.datasetDigests)": (  # noqa: E501 - the rule's own text
+        lambda match: {}
     ),
 }
 
@@ -146,7 +163,9 @@ def _reaches(node: Any, path: tuple[str, ...]) -> bool:
 
 
 def _dry_run(cluster: Cluster, namespace: str, cr: dict[str, Any]) -> tuple[int, str]:
-    doc = {**cr, "metadata": {**cr["metadata"], "namespace": namespace}}
+    doc = cr
+    if cr["kind"] not in CLUSTER_SCOPED:
+        doc = {**cr, "metadata": {**cr["metadata"], "namespace": namespace}}
     proc = cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(doc), check=False
     )
