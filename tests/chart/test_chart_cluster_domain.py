@@ -93,6 +93,10 @@ def test_a_ca_for_the_configured_domain_refuses_names_of_another_domain(tmp_path
         cwd=tmp_path,
     )
     assert signed.returncode == 0, signed.stderr
-    refused = _openssl("verify", "-attime", at, "-CAfile", "ca.crt", "leaf.crt", cwd=tmp_path)
+    # openssl dates the leaf from its own clock, which may have reached the next second after
+    # `now`: verify a few minutes later, inside both validity periods, so that only the name
+    # constraint can refuse it (the flake was "certificate is not yet valid")
+    later = str(int(now.timestamp()) + 300)
+    refused = _openssl("verify", "-attime", later, "-CAfile", "ca.crt", "leaf.crt", cwd=tmp_path)
     assert refused.returncode != 0
     assert "permitted subtree violation" in refused.stdout + refused.stderr
