@@ -467,16 +467,37 @@ _PLACEHOLDER_WORDS = re.compile(
 )
 
 
+def _sequence_share(body: str) -> float:
+    """The share of ``body`` in runs of 4+ consecutive letters or digits (``abcd``, ``3456``)."""
+    covered = 0
+    run = 1
+    for i in range(1, len(body) + 1):
+        if i < len(body) and ord(body[i]) == ord(body[i - 1]) + 1 and body[i].isalnum():
+            run += 1
+            continue
+        if run >= 4:
+            covered += run
+        run = 1
+    return covered / len(body) if body else 0.0
+
+
 def looks_like_placeholder(body: str) -> bool:
     """A documentation value: words, runs of one character, or very few distinct ones."""
     if not body or _PLACEHOLDER_WORDS.search(body):
         return True
     if re.search(r"(.)\1{5}", body):
         return True
-    if len(set(body.lower())) <= max(3, len(body) // 8):
+    # (capped: a long random hex string has 16 distinct characters, not len/8)
+    if len(set(body.lower())) <= max(3, min(len(body) // 8, 8)):
         return True
     # lowercase words joined by - or _ ("your-bot-token", "my_api_key")
     return re.fullmatch(r"[a-z]+(?:[-_.][a-z]+)*", body) is not None
+
+
+def looks_constructed(body: str) -> bool:
+    """A value typed by hand for an example: a short unit repeated (``123123123123``), or an
+    alphabet or a count written out for a third of it (``abcdefgh…``, ``12345678``)."""
+    return bool(re.search(r"(.{2,4})\1{3}", body)) or _sequence_share(body) >= 1 / 3
 
 
 def _entropy(s: str) -> float:
@@ -498,9 +519,28 @@ def _validate_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     return span
 
 
+def _family_validator(lead: str) -> Validator:
+    """A token of a family with a known prefix: its body (after the prefix and a short kind
+    such as ``live_``) is not a placeholder, not typed by hand, and not masked (``####``)."""
+    skip = len(lead)
+
+    def validate(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+        if text[m.end() : m.end() + 1] in ("#", "*"):
+            return None  # the visible start of a masked token
+        body = re.sub(r"^[A-Za-z0-9]{0,8}[_.-]", "", m.group(0)[skip:]) or m.group(0)[skip:]
+        if looks_like_placeholder(body) or looks_constructed(body):
+            return None
+        return m.span()
+
+    return validate
+
+
 def _looks_like_code(value: str) -> bool:
     """A dotted name, a call or a subscript, or a bare snake_case, UPPER_CASE or camelCase name."""
-    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:[\[(]|\Z)|[A-Za-z_]\w*[\[(]", value):
+    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*[\[(]", value):
+        return True
+    # a dotted name (settings.DB_PASSWORD), unless its parts are random (pat.x8k2….q9z4…)
+    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\Z", value) and sum(map(str.isdigit, value)) < 3:
         return True
     # one quantifier per class: nested ones (`[a-z_]+(?:[a-z_]+)*`) backtrack exponentially
     # on a long lowercase run that ends in another character (a ReDoS in the guard)
@@ -509,20 +549,36 @@ def _looks_like_code(value: str) -> bool:
     return re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+){1,3}", value) is not None
 
 
+_TRAILING_PUNCT = ".,:;!?)]}"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.$-")
+
+
 def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     """``name = value`` credentials: judged by the value, since the key already qualified."""
-    span = m.span(m.lastindex or 0)
-    value = text[span[0] : span[1]]
-    if len(value) < 8 or looks_like_placeholder(value):
+    start, end = m.span("v")
+    if m.group("xml"):
+        # ``<dbPassword>value``: the name must open an XML element.
+        i = m.start()
+        while i > 0 and text[i - 1] in _NAME_CHARS:
+            i -= 1
+        if i == 0 or text[i - 1] != "<":
+            return None
+    while end > start and text[end - 1] in _TRAILING_PUNCT:
+        end -= 1  # the end of a sentence or of a call, not of the value
+    value = text[start:end]
+    if len(value) < 8 or looks_like_placeholder(value) or looks_constructed(value):
         return None
-    if value[0] in "$%{<(" or value.lower() in ("true", "false", "null", "none"):
+    if value[0] in "$%{<([" or value.lower() in ("true", "false", "null", "none"):
         return None
     if _looks_like_code(value):
         return None
+    if value.isdigit():
+        # digits alone: a long random number (not a count, a timestamp or a port)
+        return (start, end) if len(value) >= 16 and _entropy(value) >= 2.7 else None
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
     if classes < 2 or _entropy(value) < 2.8:
         return None
-    return span
+    return start, end
 
 
 def _b64url_json(part: str) -> Any:
@@ -542,7 +598,12 @@ def _validate_jwt(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 
 def _validate_api_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     body = re.sub(r"^sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?", "", m.group(0))
-    if re.search(r"\d", body) and re.search(r"[A-Za-z]", body) and not looks_like_placeholder(body):
+    if (
+        re.search(r"\d", body)
+        and re.search(r"[A-Za-z]", body)
+        and not looks_like_placeholder(body)
+        and not looks_constructed(body)
+    ):
         return m.span()
     return None
 
@@ -765,18 +826,22 @@ def _family(lead: str, rest: str) -> Detector:
         pattern=re.compile(regex),
         max_len=pattern_max_width(regex),
         charset=r"[A-Za-z0-9_.+/=-]",
-        validate=_validate_token,
+        validate=_family_validator(lead),
         trigger=(lead,),
         priority=85,
         min_token_run=16,
     )
 
 
-# Names under which a credential is assigned (``password = …``, ``"api_key": "…"``); the
-# value is then judged on its own (not a placeholder, mixed characters, enough entropy).
+# Names under which a credential is assigned (``password = …``, ``"api_key": "…"``,
+# ``twitterToken := "…"``, ``<dbPassword>…</dbPassword>``); the value is then judged on its own
+# (not a placeholder, mixed characters, enough entropy). The keyword is the head of the name: it
+# starts a word of it (after a non-letter, or at a lower-to-upper camelCase step) and ends it (an
+# optional ``key`` and digits may follow).
 _CRED_KEYS = (
     "password",
     "passwd",
+    "passphrase",
     "pwd",
     "pass",
     "secret",
@@ -790,13 +855,21 @@ _CRED_KEYS = (
     "privatekey",
     "credential",
     "credentials",
+    "creds",
+)
+_CRED_WORDS = (
+    r"passwor[dt]|passwd|passphrase|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
+    r"private[_-]?key|credentials?|creds"
 )
 _GENERIC_RE = (
-    r"(?i:(?<![a-z])(?:passwor[dt]|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
-    r"private[_-]?key|credentials?)(?:[_.-]?key)?[\"']?\s{0,3}(?::|=>?|>|\s(?:to|is)\s)\s{0,3}[\"']?)"
-    r"([^\s\"'<>,;`]{8,200})"
+    r"(?:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]))"
+    r"(?i:(?:" + _CRED_WORDS + r")(?:[_.-]?key)?)\d{0,3}(?![A-Za-z0-9])"
+    r"[\"'\]]{0,2}(?:[ \t]{1,2}(?:string|String|str|&str|\[\]byte|const))?[ \t]{0,3}"
+    # = : := ::= :::= ?= .= += => (assignments in config files and code), the end of an XML
+    # start tag (then the value may be on the next line), "is"/"to" in prose
+    r"(?:(?:[:?.+]?=|:{1,3}=|=>|:)[ \t]{0,3}|(?P<xml>>)\s{0,12}|\s(?:to|is)\s{1,3})"
+    r"[\"'`]?(?P<v>[^\s\"'<>,;`]{8,200})"
 )
-
 SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
@@ -974,28 +1047,25 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(_GENERIC_RE),
-        max_len=260,
+        max_len=280,
         charset=None,
         tail=_tail(
             [
                 _prefix_closure(
                     k,
-                    r"(?:[_.-]?(?:k(?:ey?)?)?)?"  # SECRET_KEY
-                    r"[\"']?[\s:=>tois]{0,8}[\"']?[^\s\"'<>,;`]{0,200}",
+                    r"(?:[_.-]?(?:k(?:ey?)?)?)?\d{0,3}"  # SECRET_KEY, token2
+                    r"[\"'\]]{0,2}[\s:=>?.+tois]{0,18}[\"'`]?[^\s\"'<>,;`]{0,200}",
                 )
                 for k in _CRED_KEYS
             ],
             re.IGNORECASE,
         ),
-        tail_keys=("pass", "pwd", "secret", "token", "key", "credential"),
+        tail_keys=("pass", "pwd", "secret", "token", "key", "cred"),
         validate=_validate_generic,
-        group=1,
-        trigger=("pass", "pwd", "secret", "token", "key", "credential"),
+        group=-1,
+        trigger=("pass", "pwd", "secret", "token", "key", "cred"),
         trigger_ci=True,
-        seek=re.compile(
-            r"passwor[dt]|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
-            r"private[_-]?key|credential"
-        ),
+        seek=re.compile(_CRED_WORDS),
         priority=60,
     ),
 )
