@@ -159,6 +159,7 @@ _IBAN_LENGTHS = {
     "LT": 20,
     "LU": 20,
     "LV": 21,
+    "LY": 25,
     "MC": 27,
     "MD": 24,
     "ME": 22,
@@ -190,6 +191,18 @@ _IBAN_LENGTHS = {
     "VA": 22,
     "VG": 24,
     "XK": 20,
+    # added to the SWIFT IBAN registry since 2020
+    "BI": 27,
+    "DJ": 27,
+    "FK": 18,
+    "HN": 28,
+    "MN": 20,
+    "NI": 28,
+    "OM": 23,
+    "RU": 33,
+    "SD": 18,
+    "SO": 23,
+    "YE": 30,
 }
 
 
@@ -210,14 +223,16 @@ def _validate_iban(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     count = 0
     end = start
     for i in range(start, m.end()):
-        if text[i] != " ":
+        if text[i] not in " -":
             count += 1
             if count == want:
                 end = i + 1
                 break
     if count != want or (end < len(text) and text[end].isalnum()):
         return None
-    compact = text[start:end].replace(" ", "")
+    if " " in text[start:end] and "-" in text[start:end]:
+        return None  # one kind of separator
+    compact = text[start:end].replace(" ", "").replace("-", "")
     return (start, end) if iban_ok(compact) else None
 
 
@@ -231,6 +246,8 @@ def _validate_ssn(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     seps = {c for c in raw if not c.isdigit()}
     if len(seps) > 1:
         return None
+    if "." in raw and _NOT_ADDR_CTX.search(text[max(0, span[0] - 40) : span[0]]):
+        return None  # a dotted number after "version", "section", …
     digits = re.sub(r"\D", "", raw)
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     if area in _SSN_BAD_AREAS or area[0] == "9" or group == "00" or serial == "0000":
@@ -402,6 +419,7 @@ _ID_CUE = re.compile(
     r"customer|member|policy|claim|booking|confirmation|transaction|txn)[.#:]?\s{0,3}"
     r"(?:no\.?|number|#|id)?[.#:]?\s{0,3}\Z"
 )
+_ACCOUNT_HEAD = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -][A-Z0-9]{4})+[ -]\Z")
 _DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\Z")
 
 
@@ -413,6 +431,8 @@ def _national_layout(raw: str, digits: str, groups: list[str]) -> bool:
     """National formats of the major locales, written with separators."""
     n = len(digits)
     sizes = [len(g) for g in groups]
+    if len(sizes) > 2 and groups[0] == "0" and raw[1] in " -(":
+        sizes = [1 + sizes[1], *sizes[2:]]  # the trunk 0 written apart: 0 532 123 45 67
     if any(s == 1 for s in sizes[1:]):  # ISBN-like, dates, versions
         return False
     if raw.startswith("("):  # (area) number: US, DE, BR, AU
@@ -429,6 +449,8 @@ def _national_layout(raw: str, digits: str, groups: list[str]) -> bool:
     if n == 9 and sizes == [3, 3, 3] and digits[0] in "56789":  # ES, PL
         return True
     if n == 10 and sizes == [5, 5] and digits[0] in "6789":  # IN mobile
+        return True
+    if n == 10 and sizes == [3, 3, 2, 2] and digits[0] in "59":  # TR, RU mobile
         return True
     return n == 10 and sizes == [2, 4, 4] and digits[0] != "1"  # MX
 
@@ -450,6 +472,8 @@ def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     if _PHONE_CUE.search(before):
         return m.span() if 7 <= n <= 13 and not _DATE.match(raw) else None
     if len(groups) < 2 or _ID_CUE.search(before) or _DATE.match(raw):
+        return None
+    if _ACCOUNT_HEAD.search(before):  # the digit groups of an account number (an IBAN)
         return None
     if re.search(r"\d[ .-]\Z", before):  # the tail of a longer digit sequence
         return None
@@ -519,14 +543,17 @@ def _validate_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     return span
 
 
+_MASK = re.compile(r"[#*]{4}")
+
+
 def _family_validator(lead: str) -> Validator:
     """A token of a family with a known prefix: its body (after the prefix and a short kind
     such as ``live_``) is not a placeholder, not typed by hand, and not masked (``####``)."""
     skip = len(lead)
 
     def validate(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-        if text[m.end() : m.end() + 1] in ("#", "*"):
-            return None  # the visible start of a masked token
+        if _MASK.match(text, m.end()):
+            return None  # the visible start of a masked token (xoxp-1234-…-####…)
         body = re.sub(r"^[A-Za-z0-9]{0,8}[_.-]", "", m.group(0)[skip:]) or m.group(0)[skip:]
         if looks_like_placeholder(body) or looks_constructed(body):
             return None
@@ -563,8 +590,9 @@ def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
             i -= 1
         if i == 0 or text[i - 1] != "<":
             return None
-    while end > start and text[end - 1] in _TRAILING_PUNCT:
-        end -= 1  # the end of a sentence or of a call, not of the value
+    if text[end : end + 1] not in ("\"", "'", "`"):  # a quoted value keeps its last character
+        while end > start and text[end - 1] in _TRAILING_PUNCT:
+            end -= 1  # the end of a sentence or of a call, not of the value
     value = text[start:end]
     if len(value) < 8 or looks_like_placeholder(value) or looks_constructed(value):
         return None
@@ -579,6 +607,18 @@ def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     if classes < 2 or _entropy(value) < 2.8:
         return None
     return start, end
+
+
+_KEY_LINE = re.compile(r"[A-Za-z0-9+/=]{32}")
+
+
+def _validate_pem(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """A complete block must hold key material (a base64 line), not a word (``anything``).
+    An unfinished block is kept: the rest of it may still arrive."""
+    block = m.group(0)
+    if "-----END" in block[10:] and _KEY_LINE.search(block) is None:
+        return None
+    return m.span()
 
 
 def _b64url_json(part: str) -> Any:
@@ -667,8 +707,9 @@ EMAIL = Detector(
         r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,6}"
         r"(?!(?:png|jpe?g|gif|svg|webp|ico|css|js|ts|py|md|txt|json|ya?ml|html?|lock|zip|gz)"
         r"(?![A-Za-z0-9-]))"
+        # a TLD, or an internationalised one in its ASCII (punycode) form, xn--p1ai;
         # not followed by ':path' (an SSH-style Git remote, git@host:org/repo.git)
-        r"[A-Za-z]{2,24}(?![A-Za-z0-9-]|:[\w~]|\.[A-Za-z0-9])"
+        r"(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{2,20})(?![A-Za-z0-9-]|:[\w~]|\.[A-Za-z0-9])"
     ),
     max_len=480,
     charset=r"[A-Za-z0-9._%+@-]",
@@ -706,9 +747,10 @@ PAYMENT_CARD = Detector(
 _SSN_CUES = ("ssn", "s.s.n.", "ss#", "ss no", "soc. sec.", "social security", "social")
 US_SSN = Detector(
     type="us_ssn",
-    pattern=re.compile(r"\d(?<![\w-]\d)\d{2}-\d{2}-\d{4}(?![\w-]|[.]\d)"),
+    # 123-45-6789, or with dots (one kind of separator)
+    pattern=re.compile(r"\d(?<![\w.-]\d)\d{2}(?:-\d{2}-|\.\d{2}\.)\d{4}(?![\w-]|[.]\d)"),
     max_len=11,
-    charset=r"[0-9-]",
+    charset=r"[0-9.-]",
     validate=_validate_ssn,
     trigger=_DIGITS,
     priority=35,
@@ -760,9 +802,9 @@ IPV6 = Detector(
 
 IBAN = Detector(
     type="iban",
-    pattern=re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"),
-    max_len=48,
-    charset=r"[A-Z0-9 ]",
+    pattern=re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,32}"),
+    max_len=pattern_max_width(r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,32}"),
+    charset=r"[A-Z0-9 -]",
     validate=_validate_iban,
     trigger=_DIGITS,
     priority=30,
@@ -810,6 +852,7 @@ _FAMILIES: tuple[tuple[str, str], ...] = (  # (literal lead, rest of the token)
     ("dp.", r"(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}"),
     ("AIza", r"[\w-]{35}"),
     ("ya29.", r"[\w-]{20,2048}"),
+    ("AAAAAAAAAAAAAAAAAAAAAA", r"[A-Za-z0-9]{40,120}"),  # X (Twitter) app-only bearer tokens
 )
 
 
@@ -863,11 +906,11 @@ _CRED_WORDS = (
 )
 _GENERIC_RE = (
     r"(?:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]))"
-    r"(?i:(?:" + _CRED_WORDS + r")(?:[_.-]?key)?)\d{0,3}(?![A-Za-z0-9])"
-    r"[\"'\]]{0,2}(?:[ \t]{1,2}(?:string|String|str|&str|\[\]byte|const))?[ \t]{0,3}"
+    r"(?i:(?:" + _CRED_WORDS + r")(?:[_.-]?key)?)(?:[_.-]?\d{1,3})?(?![A-Za-z0-9])"
+    r"[\"'\]]{0,2}[ \t]{0,3}"
     # = : := ::= :::= ?= .= += => (assignments in config files and code), the end of an XML
     # start tag (then the value may be on the next line), "is"/"to" in prose
-    r"(?:(?:[:?.+]?=|:{1,3}=|=>|:)[ \t]{0,3}|(?P<xml>>)\s{0,12}|\s(?:to|is)\s{1,3})"
+    r"(?:(?:[:?.+]?=|:{1,3}=|=>|:)[ \t]{0,3}|(?P<xml>>)\s{0,12}|\s(?i:to|is)\s{1,3})"
     r"[\"'`]?(?P<v>[^\s\"'<>,;`]{8,200})"
 )
 SECRETS: tuple[Detector, ...] = (
@@ -882,6 +925,7 @@ SECRETS: tuple[Detector, ...] = (
         charset=None,
         tail=_tail([_prefix_closure("-----BEGIN", r"[ A-Z0-9]{0,60}-{0,4}")]),
         tail_keys=("-----begin",),
+        validate=_validate_pem,
         trigger=("-----BEGIN",),
         end_slack=48,
         priority=100,
@@ -1053,7 +1097,7 @@ SECRETS: tuple[Detector, ...] = (
             [
                 _prefix_closure(
                     k,
-                    r"(?:[_.-]?(?:k(?:ey?)?)?)?\d{0,3}"  # SECRET_KEY, token2
+                    r"(?:[_.-]?(?:k(?:ey?)?)?)?[_.-]?\d{0,3}"  # SECRET_KEY, token2, token_3
                     r"[\"'\]]{0,2}[\s:=>?.+tois]{0,18}[\"'`]?[^\s\"'<>,;`]{0,200}",
                 )
                 for k in _CRED_KEYS
