@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import random
 import re
@@ -131,10 +132,8 @@ def presidio_examples(repo: str, rev: str) -> tuple[list[Example], int]:
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 t = node.targets[0]
                 if isinstance(t, ast.Name):
-                    try:
+                    with contextlib.suppress(ValueError, TypeError, SyntaxError):
                         names[t.id] = _literal(node.value, names)
-                    except (ValueError, TypeError, SyntaxError):
-                        pass
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call) or not node.args:
                 continue
@@ -157,9 +156,7 @@ def presidio_examples(repo: str, rev: str) -> tuple[list[Example], int]:
                     continue
                 row = dict(zip(argnames, values, strict=True))
                 text = next((v for v in values if isinstance(v, str)), None)
-                count = next(
-                    (v for k, v in row.items() if "len" in k and isinstance(v, int)), None
-                )
+                count = next((v for k, v in row.items() if "len" in k and isinstance(v, int)), None)
                 if text is None or count is None:
                     skipped += 1
                     continue
@@ -329,7 +326,7 @@ class GoParser:
                 self.take()
                 args = self._group(")")
                 return Node("call", tok.value, args)
-            if nxt.value == "{" and tok.value[:1].isupper() or "." in tok.value and nxt.value == "{":
+            if nxt.value == "{" and (tok.value[:1].isupper() or "." in tok.value):
                 self.take()
                 return Node("composite", tok.value, self._group("}"))
             return Node("id", tok.value)

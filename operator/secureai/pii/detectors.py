@@ -590,7 +590,7 @@ def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
             i -= 1
         if i == 0 or text[i - 1] != "<":
             return None
-    if text[end : end + 1] not in ("\"", "'", "`"):  # a quoted value keeps its last character
+    if text[end : end + 1] not in ('"', "'", "`"):  # a quoted value keeps its last character
         while end > start and text[end - 1] in _TRAILING_PUNCT:
             end -= 1  # the end of a sentence or of a call, not of the value
     value = text[start:end]
@@ -602,7 +602,7 @@ def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         return None
     if value.isdigit():
         # digits alone: a long random number (not a count, a timestamp or a port)
-        return (start, end) if len(value) >= 16 and _entropy(value) >= 2.7 else None
+        return (start, end) if len(value) >= 16 and _entropy(value) >= 2.5 else None
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
     if classes < 2 or _entropy(value) < 2.8:
         return None
@@ -893,8 +893,10 @@ _CRED_KEYS = (
     "api-key",
     "apikey",
     "access_key",
+    "access-key",
     "accesskey",
     "private_key",
+    "private-key",
     "privatekey",
     "credential",
     "credentials",
@@ -905,7 +907,11 @@ _CRED_WORDS = (
     r"private[_-]?key|credentials?|creds"
 )
 _GENERIC_RE = (
-    r"(?:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]))"
+    r"(?:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"
+    # the last word of a name in capitals run together (ACMETOKEN, XAPI_KEY); not PASS/PWD,
+    # which end ordinary words (BYPASS, COMPASS)
+    r"|(?<=[A-Z])(?=(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDS)"
+    r"(?![A-Za-z0-9])))"
     r"(?i:(?:" + _CRED_WORDS + r")(?:[_.-]?key)?)(?:[_.-]?\d{1,3})?(?![A-Za-z0-9])"
     r"[\"'\]]{0,2}[ \t]{0,3}"
     # = : := ::= :::= ?= .= += => (assignments in config files and code), the end of an XML
