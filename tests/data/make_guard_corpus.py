@@ -1096,6 +1096,21 @@ def gen_class_credentials(rows: Rows) -> None:
     # X (Twitter) app-only bearer tokens: 22 'A's, then the random part.
     for _ in range(15):
         pos(rows, "x bearer token", "secret", "A" * 22 + rs(ALNUM, R.randint(60, 100)))
+    # Token families by their documented shapes, and Slack webhooks without their scheme.
+    for _ in range(4):
+        for value in [
+            R.choice(["EZAK", "EZTK"]) + rs(ALNUM, 54),
+            "ntn_" + digits(11) + rs(ALNUM, 35),
+            "sgp_" + R.choice(["", "local_", rs(HEX, 16) + "_"]) + rs(HEX + "ABCDEF", 40),
+            R.choice(["", "http://"])
+            + "hooks.slack.com/services/T"
+            + rs(string.ascii_uppercase + string.digits, 8)
+            + "/B"
+            + rs(string.ascii_uppercase + string.digits, 10)
+            + "/"
+            + rs(ALNUM, 24),
+        ]:
+            pos(rows, "token family", "secret", value)
     # Not credentials: the name is not a credential's, or the value is code, a reference, a
     # number that counts, or typed by hand.
     for _ in range(4):

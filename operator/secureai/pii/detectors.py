@@ -655,7 +655,7 @@ def _validate_email(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 
 
 def _validate_webhook(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    tail = m.group(0).split("/", 4)[-1]
+    tail = re.sub(r"^.*?hooks\.slack\.com/\w+/", "", m.group(0))
     return None if looks_like_placeholder(tail.replace("/", "")) else m.span()
 
 
@@ -853,6 +853,10 @@ _FAMILIES: tuple[tuple[str, str], ...] = (  # (literal lead, rest of the token)
     ("AIza", r"[\w-]{35}"),
     ("ya29.", r"[\w-]{20,2048}"),
     ("AAAAAAAAAAAAAAAAAAAAAA", r"[A-Za-z0-9]{40,120}"),  # X (Twitter) app-only bearer tokens
+    ("EZAK", r"[A-Za-z0-9]{54}"),  # EasyPost production and test keys
+    ("EZTK", r"[A-Za-z0-9]{54}"),
+    ("ntn_", r"\d{11}[A-Za-z0-9]{35}"),  # Notion integration tokens
+    ("sgp_", r"(?:local_|[a-fA-F0-9]{16}_)?[a-fA-F0-9]{40}"),  # Sourcegraph access tokens
 )
 
 
@@ -1046,7 +1050,9 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(
-            r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/]{20,160}"
+            # with or without its scheme
+            r"(?:https?://)?(?<![\w.-])hooks\.slack\.com/(?:services|workflows|triggers)/"
+            r"[A-Za-z0-9/]{20,160}"
         ),
         max_len=200,
         charset=r"[A-Za-z0-9/:.]",
