@@ -192,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         """A new leader: revert whatever stood meanwhile, from warm caches."""
         await ready.wait()
         try:
-            await quarantines.resync()  # containment first, before anything else
+            await reconciler.revert_from_cache()  # what stood meanwhile: no render, no reads
+            await quarantines.resync()  # containment before any reconcile
             await hooks.ca.ensure()
             await reconciler.resync()
             await lifecycle.resume()  # the retention timers: after the reverts, never before
@@ -229,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
                 signal.SIGTERM, lambda: background.append(asyncio.create_task(hand_over()))
             )
         await warm_caches(reconciler, args.namespace, quarantines)
+        await reconciler.prepare_all()  # a standby is ready once it could take over at once
         background.append(
             asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
         )
