@@ -1093,6 +1093,38 @@ def gen_class_credentials(rows: Rows) -> None:
                 "class": "credential name and operator",
             }
         )
+    # A quoted name and a token-shaped value as the arguments of a call, and a declaration
+    # with its type between name and value.
+    for _ in range(20):
+        name, value = cred_name(), rs(URLSAFE, R.randint(20, 48))
+        template = R.choice(
+            [
+                'System.setProperty("{n}", "{v}");',
+                "os.environ.setdefault('{n}', '{v}')",
+                'config.Set("{n}", "{v}")',
+                'var {n} string = "{v}"',
+                'let {n}: &str = "{v}";',
+            ]
+        )
+        text = template.replace("{n}", name)
+        start = text.index("{v}")
+        rows.append(
+            {
+                "text": text.replace("{v}", value),
+                "labels": [{"type": "secret", "start": start, "end": start + len(value)}],
+                "class": "credential as an argument or typed",
+            }
+        )
+    for _ in range(3):
+        for text in [
+            "hmac.new(secret, msg_bytes_to_sign_here, hashlib.sha256)",
+            "verify(token, publicKeyPem)",
+            'jwt.encode(payload, secret, algorithm="HS256")',
+            'headers.set("X-Api-Token", token_value_from_vault)',
+            'var authToken string = ""',
+            'System.setProperty("API_TOKEN", "short1X!")',
+        ]:
+            neg(rows, "not a credential", text)
     # X (Twitter) app-only bearer tokens: 22 'A's, then the random part.
     for _ in range(15):
         pos(rows, "x bearer token", "secret", "A" * 22 + rs(ALNUM, R.randint(60, 100)))

@@ -577,6 +577,8 @@ def _looks_like_code(value: str) -> bool:
 
 
 _TRAILING_PUNCT = ".,:;!?)]}"
+_TOKEN_VALUE = re.compile(r"[A-Za-z0-9_.+/=~:-]{16,200}")
+_QUOTES = ('"', "'", "`")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.$-")
 
 
@@ -590,7 +592,20 @@ def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
             i -= 1
         if i == 0 or text[i - 1] != "<":
             return None
-    if text[end : end + 1] not in ('"', "'", "`"):  # a quoted value keeps its last character
+    if m.group("arg") or m.group("typed"):
+        # a quoted name then a quoted value (f("API_TOKEN", "…")), or a declaration with its
+        # type (var apiToken string = "…"): the value must be a token, 16+ token characters
+        # in quotes, so that a run of them anchors it (the dataset prefilter's RUN class)
+        quoted = text[start - 1 : start] in _QUOTES and text[end : end + 1] == text[start - 1]
+        if m.group("arg"):
+            j = m.start("arg")
+            while j > m.start() and text[j - 1] in " \t":
+                j -= 1
+            if text[j - 1 : j] not in _QUOTES:
+                return None  # the name is a string literal, not a variable: f(token, x)
+        if not quoted or _TOKEN_VALUE.fullmatch(text, start, end) is None:
+            return None
+    if text[end : end + 1] not in _QUOTES:  # a quoted value keeps its last character
         while end > start and text[end - 1] in _TRAILING_PUNCT:
             end -= 1  # the end of a sentence or of a call, not of the value
     value = text[start:end]
@@ -917,10 +932,13 @@ _GENERIC_RE = (
     r"|(?<=[A-Z])(?=(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDS)"
     r"(?![A-Za-z0-9])))"
     r"(?i:(?:" + _CRED_WORDS + r")(?:[_.-]?key)?)(?:[_.-]?\d{1,3})?(?![A-Za-z0-9])"
-    r"[\"'\]]{0,2}[ \t]{0,3}"
+    r"[\"'\]]{0,2}"
+    r"(?P<typed>(?:[ \t]{0,2}:)?[ \t]{1,2}(?:string|String|str|&str|\[\]byte))?[ \t]{0,3}"
     # = : := ::= :::= ?= .= += => (assignments in config files and code), the end of an XML
-    # start tag (then the value may be on the next line), "is"/"to" in prose
-    r"(?:(?:[:?.+]?=|:{1,3}=|=>|:)[ \t]{0,3}|(?P<xml>>)\s{0,12}|\s(?i:to|is)\s{1,3})"
+    # start tag (then the value may be on the next line), "is"/"to" in prose, and the next
+    # argument of a call: setProperty("API_TOKEN", "…")
+    r"(?:(?:[:?.+]?=|:{1,3}=|=>|:)[ \t]{0,3}|(?P<xml>>)\s{0,12}|\s(?i:to|is)\s{1,3}"
+    r"|(?P<arg>,)[ \t]{0,3})"
     r"[\"'`]?(?P<v>[^\s\"'<>,;`]{8,200})"
 )
 SECRETS: tuple[Detector, ...] = (
@@ -1110,7 +1128,8 @@ SECRETS: tuple[Detector, ...] = (
                 _prefix_closure(
                     k,
                     r"(?:[_.-]?(?:k(?:ey?)?)?)?[_.-]?\d{0,3}"  # SECRET_KEY, token2, token_3
-                    r"[\"'\]]{0,2}[\s:=>?.+tois]{0,18}[\"'`]?[^\s\"'<>,;`]{0,200}",
+                    r"[\"'\]]{0,2}(?:[ \t]{0,2}:?[ \t]{1,2}[\w&\[\]]{1,6})?"  # a type: x: &str
+                    r"[\s:=>?.+,tois]{0,18}[\"'`]?[^\s\"'<>,;`]{0,200}",
                 )
                 for k in _CRED_KEYS
             ],
