@@ -1133,6 +1133,10 @@ def gen_class_credentials(rows: Rows) -> None:
         for value in [
             R.choice(["EZAK", "EZTK"]) + rs(ALNUM, 54),
             "ntn_" + digits(11) + rs(ALNUM, 35),
+            "pplx-" + rs(ALNUM, 48),
+            "p8e-" + rs(ALNUM, 32),
+            "LTAI" + rs(ALNUM, 20),
+            "EAA" + R.choice("MC") + rs(ALNUM, R.randint(100, 200)),
             "sgp_" + R.choice(["", "local_", rs(HEX, 16) + "_"]) + rs(HEX + "ABCDEF", 40),
             R.choice(["", "http://"])
             + "hooks.slack.com/services/T"

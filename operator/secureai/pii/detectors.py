@@ -872,6 +872,10 @@ _FAMILIES: tuple[tuple[str, str], ...] = (  # (literal lead, rest of the token)
     ("EZTK", r"[A-Za-z0-9]{54}"),
     ("ntn_", r"\d{11}[A-Za-z0-9]{35}"),  # Notion integration tokens
     ("sgp_", r"(?:local_|[a-fA-F0-9]{16}_)?[a-fA-F0-9]{40}"),  # Sourcegraph access tokens
+    ("pplx-", r"[A-Za-z0-9]{48}"),  # Perplexity API keys
+    ("p8e-", r"[A-Za-z0-9]{32}"),  # Adobe client secrets
+    ("LTAI", r"[A-Za-z0-9]{20}"),  # Alibaba Cloud AccessKey ids
+    ("EAA", r"[MC][A-Za-z0-9]{100,300}"),  # Facebook (Meta) access tokens
 )
 
 
