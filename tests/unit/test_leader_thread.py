@@ -11,7 +11,7 @@ from typing import cast
 from test_leader_lease import CLOCK, LeaseApi
 
 from clusterkit import wait_for
-from secureai.controllers.leader import Leader
+from secureai.controllers.leader import Leader, ThreadKeeper
 from secureai.k8s.client import KubeClient
 from secureai.k8s.lease import LeaseLock
 
@@ -31,7 +31,8 @@ def test_a_blocked_operator_loop_does_not_stop_renewals() -> None:
     api = LeaseApi()
     started_on: list[threading.Thread] = []
     leader = Leader(
-        lock(api, "a"), on_started=lambda: started_on.append(threading.current_thread())
+        ThreadKeeper(lock(api, "a")),
+        on_started=lambda: started_on.append(threading.current_thread()),
     )
 
     async def run() -> None:
@@ -52,7 +53,7 @@ def test_a_blocked_operator_loop_does_not_stop_renewals() -> None:
 
 def test_stop_closes_the_gate_and_releases_the_lease() -> None:
     api = LeaseApi()
-    leader = Leader(lock(api, "a"))
+    leader = Leader(ThreadKeeper(lock(api, "a")))
     standby = LeaseLock(cast(KubeClient, api), "ns", "l", "b", 1, clock=CLOCK)
 
     async def run() -> None:
@@ -73,7 +74,7 @@ def test_stop_closes_the_gate_and_releases_the_lease() -> None:
 def test_a_standby_takes_over_a_dead_leader_while_its_loop_is_blocked() -> None:
     api = LeaseApi()
     dead = lock(api, "dead")
-    standby = Leader(lock(api, "b"))
+    standby = Leader(ThreadKeeper(lock(api, "b")))
 
     async def run() -> None:
         assert await dead.try_acquire_or_renew()  # then never renews again
@@ -84,3 +85,33 @@ def test_a_standby_takes_over_a_dead_leader_while_its_loop_is_blocked() -> None:
 
     asyncio.run(run())
     wait_for(lambda: api.lease is not None, timeout=1)
+
+
+class SlowApi(LeaseApi):
+    """Every request takes 0.5 s, as on an API server under heavy load."""
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        await asyncio.sleep(0.5)
+        return await super().request(method, path, **kw)  # type: ignore[arg-type]
+
+
+def test_renewals_do_not_wait_for_each_other_on_a_slow_api_server() -> None:
+    """0.5 s per request: sequential rounds (read, then write, then wait) would leave the
+    leader without a valid lease part of every cycle; overlapping renewals keep it."""
+    api = SlowApi()
+    leader = Leader(ThreadKeeper(lock(api, "a")))
+
+    async def run() -> None:
+        leader.start()
+        await until(leader.leading, 10)
+        keeper = cast(ThreadKeeper, leader.keeper)
+        await until(lambda: keeper.shared.renewals.value >= 4, 10)  # the steady state
+        lapses = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            lapses += not leader.leading()
+            await asyncio.sleep(0.02)
+        assert lapses == 0
+        await leader.stop()
+
+    asyncio.run(run())
