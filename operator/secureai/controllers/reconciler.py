@@ -28,10 +28,11 @@ from secureai.controllers.state import (
 )
 from secureai.judge import isolation
 from secureai.judge.drift import Expected, differences, digest, repaired
+from secureai.judge.quarantine import contained_expected
 from secureai.k8s.client import ApiError, KubeClient, NotLeader
 from secureai.k8s.resources import WORKLOAD_RESOURCES
 from secureai.render import PSS_LABELS, Containment, PolicyViolation, render
-from secureai.render.containment import contain, exclude_workloads, excluded
+from secureai.render.containment import contain, exclude_workloads, excluded, rules_patch
 from secureai.render.meta import ANNOTATION_RETAINED, selector
 from secureai.render.status import (
     Observed,
@@ -142,6 +143,8 @@ class Reconciler:
         self._status_again: set[WorkloadKey] = set()
         self._slots = asyncio.Semaphore(RECONCILE_SLOTS)
         self._namespace_locks: dict[str, asyncio.Lock] = {}
+        # The expected forms of rendered policies while containment replaces them.
+        self._rendered_expected: dict[tuple[WorkloadKey, ChildKey], Expected] = {}
         self._namespace_versions: dict[str, int] = {}
         self._phases: dict[tuple[str, str], int] = {}
         self.leading = leading
@@ -247,8 +250,9 @@ class Reconciler:
         metrics.RECONCILES.labels(kind, result).inc()
 
     async def contain_policies(self, entry: Entry, containment: Containment) -> None:
-        """Containment's first step, before the full reconcile: the workload's policies in
-        their contained form, written at once from what is already rendered."""
+        """Containment's first step, before the full reconcile: the rules of the workload's
+        policies that allow any traffic emptied at once (one small merge patch each; no
+        read, no dry-run), from what is already rendered."""
         key = workload_key_of_cr(entry.body)
         # Until its full reconcile (reconcile_now) is done, watch events of its children are
         # not compared: that reconcile compares them all, and 100 workloads contained at once
@@ -264,21 +268,41 @@ class Reconciler:
                     if m["kind"] == "NetworkPolicy"
                     and digest(m) != digest(entry.desired[("NetworkPolicy", m["metadata"]["name"])])
                 ]
-                for manifest in policies:
-                    entry.desired[("NetworkPolicy", manifest["metadata"]["name"])] = manifest
-                results = await asyncio.gather(*(self._apply(m) for m in policies))
-                for result in results:
-                    self.state.remember_child(result)
+                await asyncio.gather(*(self._contain_policy(entry, m) for m in policies))
         except NotLeader:
             self.deferred.add(key)
         except Exception as exc:  # the full reconcile that follows tries again
             log.warning("contained policies of %s/%s: %s", entry.namespace, entry.name, exc)
+
+    async def _contain_policy(self, entry: Entry, contained: dict[str, Any]) -> None:
+        """Empty one policy's rules; its expected form follows from the rendered one's when
+        nothing else differs (the full reconcile then needs no dry-run for it)."""
+        meta = contained["metadata"]
+        child: ChildKey = ("NetworkPolicy", meta["name"])
+        rendered = entry.desired[child]
+        plain = entry.expected.get(child)
+        if plain is not None and plain.digest == digest(rendered):
+            self._rendered_expected[(workload_key_of_cr(entry.body), child)] = plain
+        entry.desired[child] = contained
+        try:
+            result = await self.kube.merge_patch(
+                "NetworkPolicy", meta["namespace"], meta["name"], rules_patch(contained)
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            result = await self._apply(contained)  # deleted meanwhile: created contained
+        self.state.remember_child(result)
+        expected = None if plain is None else contained_expected(plain, contained, result)
+        if expected is not None:
+            entry.expected[child] = expected
 
     async def reconcile_now(self, entry: Entry) -> None:
         """Containment's lane: no wait for a reconcile slot; a failure goes to the queue."""
         key = workload_key_of_cr(entry.body)
         try:
             async with entry.lock:
+                self._restore_rendered_expected(entry)
                 await self._reconcile_locked(entry)
         except NotLeader:
             self.deferred.add(key)
@@ -289,6 +313,16 @@ class Reconciler:
         finally:
             entry.containing = False
         await self._write_status(entry)
+
+    def _restore_rendered_expected(self, entry: Entry) -> None:
+        """Released: the rendered policies' expected forms kept from before the containment
+        come back, so that restoring them needs no dry-run (a stale one is not used: its
+        digest names the manifest it was obtained for)."""
+        key = workload_key_of_cr(entry.body)
+        if self.containments.of(entry, list(entry.desired.values())) is not None:
+            return
+        for stashed in [k for k in self._rendered_expected if k[0] == key]:
+            entry.expected[stashed[1]] = self._rendered_expected.pop(stashed)
 
     def _retry_later(self, work: str, key: WorkloadKey, exc: Exception) -> None:
         """Count and log a failure; the queue retries the workload with backoff."""

@@ -7,13 +7,15 @@ spec (say, to a new model) does not let a workload out on its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from secureai.api.quarantine import LabelSelector, Quarantine
+from secureai.judge.drift import Expected, differences
 from secureai.judge.isolation import selects
-from secureai.render.containment import Containment
+from secureai.render.containment import RULES, Containment
 from secureai.render.validate import image_digest
 
 
@@ -159,3 +161,25 @@ def containment(
     if not names:
         return None
     return Containment(tuple(names), stop, "; ".join(reasons)[:1000])
+
+
+def contained_expected(
+    plain: Expected, contained: dict[str, Any], stored: dict[str, Any]
+) -> Expected | None:
+    """The expected (stored) form of a contained policy, from the expected form of the
+    rendered one and the policy as the containment's rules patch left it: when the stored
+    policy is the rendered one in all but its rules, it is the contained form exactly (no
+    dry-run needed). None when anything else differs: drift the full reconcile compares."""
+    spec = dict(stored.get("spec") or {})
+    if spec.get("ingress") or spec.get("egress"):
+        return None
+    if spec.get("policyTypes") != contained["spec"]["policyTypes"]:
+        return None
+    rendered = dict(json.loads(plain.text).get("spec") or {})
+    for key in RULES:
+        spec.pop(key, None)
+        if key in rendered:
+            spec[key] = rendered[key]
+    if differences(plain, {**stored, "spec": spec}):
+        return None
+    return Expected.of(contained, stored)

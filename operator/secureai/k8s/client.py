@@ -251,6 +251,19 @@ class KubeClient:
         result: dict[str, Any] = json.loads(text) if text else {}
         return result, status == 201
 
+    async def merge_patch(
+        self, kind: str, namespace: str | None, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the named fields only (cheaper for the API server than an
+        apply of the whole object: no merge of field sets, a small body)."""
+        return await self.request(
+            "PATCH",
+            resource_of(kind).path(namespace, name),
+            params={"fieldManager": FIELD_MANAGER},
+            body=patch,
+            content_type=MERGE_CONTENT_TYPE,
+        )
+
     async def dry_run_create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """The object as the API server would store it if created now (defaults, admission),
         persisting nothing. A generated name keeps it clear of the live object, whose

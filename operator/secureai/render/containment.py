@@ -2,6 +2,8 @@
 
 Containment is an input of render, not a side path: drift revert then protects it.
 - the workload's allow policy allows nothing (with the default-deny: no traffic either way);
+  a policy that allows nothing already (the default-deny) is left as rendered, so that
+  containment writes one object per workload, and only its rules (`rules_patch`);
 - its ServiceAccount is not rendered (deleted): every token issued for it is refused at once,
   and the pods cannot obtain new ones; release renders a new one (new UID);
 - the operator-issued serving certificate is not rendered (deleted): release issues a new key;
@@ -20,7 +22,7 @@ from typing import Any
 from secureai.render.meta import LABEL_WORKLOAD
 
 ANNOTATION_EXCLUDED = "secureai.dev/quarantine-excluded"
-ANNOTATION_CONTAINED = "secureai.dev/quarantined-by"
+RULES = ("ingress", "egress", "policyTypes")
 
 
 @dataclass(frozen=True)
@@ -46,19 +48,29 @@ def contain(manifests: list[dict[str, Any]], containment: Containment) -> list[d
         if kind == "Secret" and _is_serving_certificate(rendered):
             continue
         manifest = copy.deepcopy(rendered)
-        if kind == "NetworkPolicy":
+        if kind == "NetworkPolicy" and not allows_nothing(manifest["spec"]):
             spec = manifest["spec"]
             spec["ingress"] = []
             spec["egress"] = []
             spec["policyTypes"] = ["Ingress", "Egress"]
-            annotations = manifest["metadata"].setdefault("annotations", {})
-            annotations[ANNOTATION_CONTAINED] = containment.label
         elif kind == "Deployment" and containment.stop:
             manifest["spec"]["replicas"] = 0
         elif kind == "Job" and containment.stop:
             manifest["spec"]["suspend"] = True
         out.append(manifest)
     return out
+
+
+def allows_nothing(spec: dict[str, Any]) -> bool:
+    """A NetworkPolicy spec without a single ingress or egress rule allows no traffic (it
+    may deny some): containment leaves it as it is."""
+    return not spec.get("ingress") and not spec.get("egress")
+
+
+def rules_patch(contained: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch that puts a contained policy's rules in place over whatever the live
+    policy holds (its other fields are compared, and reverted, by the reconcile after)."""
+    return {"spec": {key: contained["spec"][key] for key in RULES}}
 
 
 def _is_serving_certificate(manifest: dict[str, Any]) -> bool:
