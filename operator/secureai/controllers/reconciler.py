@@ -145,6 +145,8 @@ class Reconciler:
         self._namespace_locks: dict[str, asyncio.Lock] = {}
         # The expected forms of rendered policies while containment replaces them.
         self._rendered_expected: dict[tuple[WorkloadKey, ChildKey], Expected] = {}
+        # A contained policy as its rules patch left it, with the rendered one's expected form.
+        self._placed: dict[tuple[WorkloadKey, ChildKey], tuple[Expected, dict[str, Any]]] = {}
         self._namespace_versions: dict[str, int] = {}
         self._phases: dict[tuple[str, str], int] = {}
         self.leading = leading
@@ -262,13 +264,14 @@ class Reconciler:
             async with entry.lock:
                 if not entry.desired or entry.rejected is not None:
                     return
+                rendered = [m for m in entry.desired.values() if m["kind"] == "NetworkPolicy"]
                 policies = [
                     m
-                    for m in contain(list(entry.desired.values()), containment)
-                    if m["kind"] == "NetworkPolicy"
-                    and digest(m) != digest(entry.desired[("NetworkPolicy", m["metadata"]["name"])])
+                    for m in contain(rendered, containment)
+                    if digest(m) != digest(entry.desired[("NetworkPolicy", m["metadata"]["name"])])
                 ]
-                await asyncio.gather(*(self._contain_policy(entry, m) for m in policies))
+                for manifest in policies:  # one (the allow policy): sent at once, no task
+                    await self._contain_policy(entry, manifest)
         except NotLeader:
             self.deferred.add(key)
         except Exception as exc:  # the full reconcile that follows tries again
@@ -293,15 +296,26 @@ class Reconciler:
                 raise
             result = await self._apply(contained)  # deleted meanwhile: created contained
         self.state.remember_child(result)
-        expected = None if plain is None else contained_expected(plain, contained, result)
-        if expected is not None:
-            entry.expected[child] = expected
+        if plain is not None:  # compared after every workload's policies are in place
+            self._placed[(workload_key_of_cr(entry.body), child)] = (plain, result)
+
+    def _expect_placed(self, entry: Entry) -> None:
+        """The contained policies' expected forms from what their rules patch left (when
+        nothing else differs: `contained_expected`), so the full reconcile dry-runs none."""
+        key = workload_key_of_cr(entry.body)
+        for placed in [k for k in self._placed if k[0] == key]:
+            plain, result = self._placed.pop(placed)
+            contained = entry.desired.get(placed[1])
+            expected = None if contained is None else contained_expected(plain, contained, result)
+            if expected is not None:
+                entry.expected[placed[1]] = expected
 
     async def reconcile_now(self, entry: Entry) -> None:
         """Containment's lane: no wait for a reconcile slot; a failure goes to the queue."""
         key = workload_key_of_cr(entry.body)
         try:
             async with entry.lock:
+                self._expect_placed(entry)
                 self._restore_rendered_expected(entry)
                 await self._reconcile_locked(entry)
         except NotLeader:

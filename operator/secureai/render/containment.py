@@ -47,18 +47,27 @@ def contain(manifests: list[dict[str, Any]], containment: Containment) -> list[d
             continue
         if kind == "Secret" and _is_serving_certificate(rendered):
             continue
+        if kind == "NetworkPolicy":
+            out.append(contained_policy(rendered))
+            continue
         manifest = copy.deepcopy(rendered)
-        if kind == "NetworkPolicy" and not allows_nothing(manifest["spec"]):
-            spec = manifest["spec"]
-            spec["ingress"] = []
-            spec["egress"] = []
-            spec["policyTypes"] = ["Ingress", "Egress"]
-        elif kind == "Deployment" and containment.stop:
+        if kind == "Deployment" and containment.stop:
             manifest["spec"]["replicas"] = 0
         elif kind == "Job" and containment.stop:
             manifest["spec"]["suspend"] = True
         out.append(manifest)
     return out
+
+
+def contained_policy(rendered: dict[str, Any]) -> dict[str, Any]:
+    """A NetworkPolicy that allows nothing: the rendered one, or a new object with empty
+    rules that shares the rendered one's other (unchanged) parts. No deep copy: containment
+    makes this for every matched workload before its first write, and neither object is
+    changed in place afterwards (a new rendering makes new manifests)."""
+    if allows_nothing(rendered["spec"]):
+        return rendered
+    spec = {**rendered["spec"], "ingress": [], "egress": [], "policyTypes": ["Ingress", "Egress"]}
+    return {**rendered, "spec": spec}
 
 
 def allows_nothing(spec: dict[str, Any]) -> bool:
