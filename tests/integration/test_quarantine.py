@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import client
 
 from clusterkit import Cluster, wait_for
 from operatorkit import (
@@ -120,14 +120,17 @@ def fleet(cluster: Cluster) -> Iterator[tuple[list[tuple[str, str]], str]]:
 
 class PolicyWatch:
     """When each workload's allow policy was first seen contained (or restored): a watch on
-    every NetworkPolicy, started before the change."""
+    every NetworkPolicy, started before the change. The events are read as raw JSON lines:
+    the client's model deserialization added up to 0.5 s to the last of 100 under load, the
+    watcher's lag and not the operator's."""
 
     def __init__(self, k8s: Any, wanted: set[tuple[str, str]], contained: bool) -> None:
         self.k8s = k8s
         self.wanted = wanted
         self.contained = contained
         self.seen: dict[tuple[str, str], float] = {}
-        self._stop = watch.Watch()
+        self._response: Any = None
+        self._closed = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -139,21 +142,36 @@ class PolicyWatch:
     def _run(self) -> None:
         api = client.NetworkingV1Api(self.k8s)
         listed = api.list_network_policy_for_all_namespaces()
-        self._ready.set()
-        for event in self._stop.stream(
-            api.list_network_policy_for_all_namespaces,
+        self._response = api.list_network_policy_for_all_namespaces(
+            watch=True,
             resource_version=listed.metadata.resource_version,
             timeout_seconds=120,
-        ):
-            obj = self.k8s.sanitize_for_serialization(event["object"])
-            meta = obj["metadata"]
-            if not meta["name"].endswith("-allow"):
-                continue
-            key = (meta["namespace"], meta["name"].removesuffix("-allow"))
-            if key in self.wanted and key not in self.seen and self._matches(obj):
-                self.seen[key] = time.monotonic()
-            if len(self.seen) == len(self.wanted):
-                return
+            _preload_content=False,
+        )
+        self._ready.set()
+        try:
+            self._read()
+        except Exception:
+            if not self._closed:  # closed by __exit__: the reader stops, nothing failed
+                raise
+
+    def _read(self) -> None:
+        buffer = b""
+        for chunk in self._response.stream(amt=None, decode_content=True):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                obj = json.loads(line)["object"]
+                meta = obj.get("metadata") or {}
+                if not str(meta.get("name", "")).endswith("-allow"):
+                    continue
+                key = (meta["namespace"], meta["name"].removesuffix("-allow"))
+                if key in self.wanted and key not in self.seen and self._matches(obj):
+                    self.seen[key] = time.monotonic()
+                if len(self.seen) == len(self.wanted):
+                    return
 
     def __enter__(self) -> PolicyWatch:
         self._thread.start()
@@ -161,7 +179,9 @@ class PolicyWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.stop()
+        self._closed = True
+        if self._response is not None:
+            self._response.close()
 
     def wait(self, timeout: float) -> None:
         self._thread.join(timeout)

@@ -220,13 +220,20 @@ def test_release_restores_the_rendered_policies_without_a_dry_run() -> None:
         if kind == "NetworkPolicy"
     }
 
+    lanes: list[list[list[Any]]] = []
+
     async def run() -> None:
         await controller.on_quarantine(quarantine_event(), deleted=False)
+        await asyncio.gather(*controller._status_tasks.values())  # containment's status
         api.requests.clear()
+        lanes.append(critical_path(r, api, []))
         await controller.on_quarantine(quarantine_event(released=True), deleted=False)
         await asyncio.sleep(0)
 
     asyncio.run(run())
+    # the release's lane: every rendered policy back (one apply each) before any full reconcile
+    lane = lanes[0][0][0]
+    assert Counter(lane) == Counter({("apply", "NetworkPolicy"): WORKLOADS}), lane
     counted = Counter(api.requests)
     assert counted[("dry-run", "NetworkPolicy")] == 0, counted
     assert counted[("apply", "NetworkPolicy")] == WORKLOADS, counted

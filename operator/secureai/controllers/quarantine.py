@@ -241,9 +241,15 @@ class QuarantineController:
         if changed:
             started = time.perf_counter()
             log.info("containment changes for %d workload(s)", len(changed))
-            # every policy first, then the rest of each workload (credentials, status)
+            # every policy first (contained, or restored on release), then the rest of each
+            # workload (foreign policies, credentials, status)
             await asyncio.gather(
-                *(reconciler.contain_policies(e, c) for e, c in changed if c is not None)
+                *(
+                    reconciler.contain_policies(e, c)
+                    if c is not None
+                    else reconciler.release_policies(e)
+                    for e, c in changed
+                )
             )
             policies = time.perf_counter() - started
             log.info("policies of %d workload(s) in place in %.3f s", len(changed), policies)

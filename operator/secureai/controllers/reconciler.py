@@ -277,6 +277,32 @@ class Reconciler:
         except Exception as exc:  # the full reconcile that follows tries again
             log.warning("contained policies of %s/%s: %s", entry.namespace, entry.name, exc)
 
+    async def release_policies(self, entry: Entry) -> None:
+        """Release's first step, before the full reconcile: the rendered policies applied
+        back at once (their expected forms kept from before the containment)."""
+        key = workload_key_of_cr(entry.body)
+        entry.containing = True  # as in contain_policies: the full reconcile compares
+        try:
+            async with entry.lock:
+                if entry.model is None or entry.rejected is not None or not entry.desired:
+                    return
+                for manifest in render(entry.model, self.policy):
+                    child: ChildKey = (manifest["kind"], manifest["metadata"]["name"])
+                    live = entry.desired.get(child)
+                    if child[0] != "NetworkPolicy" or live is None:
+                        continue
+                    if digest(live) == digest(manifest):
+                        continue
+                    entry.desired[child] = manifest
+                    stashed = self._rendered_expected.pop((key, child), None)
+                    if stashed is not None and stashed.digest == digest(manifest):
+                        entry.expected[child] = stashed
+                    self.state.remember_child(await self._apply(manifest))
+        except NotLeader:
+            self.deferred.add(key)
+        except Exception as exc:  # the full reconcile that follows tries again
+            log.warning("released policies of %s/%s: %s", entry.namespace, entry.name, exc)
+
     async def _contain_policy(self, entry: Entry, contained: dict[str, Any]) -> None:
         """Empty one policy's rules; its expected form follows from the rendered one's when
         nothing else differs (the full reconcile then needs no dry-run for it)."""
