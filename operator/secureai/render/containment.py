@@ -33,10 +33,6 @@ class Containment:
     stop: bool = False
     message: str = ""
 
-    @property
-    def label(self) -> str:
-        return ",".join(self.quarantines)
-
 
 def contain(manifests: list[dict[str, Any]], containment: Containment) -> list[dict[str, Any]]:
     """The contained form of rendered children (a new list; the input is not changed)."""
