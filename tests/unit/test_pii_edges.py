@@ -119,6 +119,41 @@ def test_national_phone_layouts(number: str, is_phone: bool) -> None:
     assert spans == ([(8, 8 + len(number))] if is_phone else [])
 
 
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("Office: +49 301234.", "+49 301234"),  # international: country code, 8+ digits
+        ("Office: +49 30123.", None),  # 7 digits: too short to be dialled from abroad
+        ("Office: +0 20 7946 0958.", None),  # no country code starts with 0
+        ("Fax: 1234567890123", "1234567890123"),  # after a cue word: up to 13 digits
+        ("Fax: 12345678901234", None),  # 14: an account or card-length number
+        ("Fax: 12.05.2024", None),  # a date after the cue is still a date
+        ("Fax: 2024-05-12", None),
+    ],
+)
+def test_phone_numbers_by_country_code_and_cue(text: str, number: str | None) -> None:
+    found = [text[s:e] for s, e, _ in Redactor(types=["phone"]).find(text)]
+    assert found == ([] if number is None else [number])
+
+
+@pytest.mark.parametrize(
+    ("written", "is_card"),
+    [
+        ("4111 1111 1111 1111", True),  # fours
+        ("4111-1111-1111-1111", True),
+        ("4111 1111 1111 111", False),  # 15 digits: not a Visa length
+        ("4111 1111 11111 111", False),  # 16 digits, but not grouped in fours
+        ("41111 111 1111 1111", False),
+        ("4111 1111-1111 1111", False),  # two kinds of separator
+        ("3782 822463 10005", True),  # American Express: 4-6-5
+    ],
+)
+def test_a_written_card_number_is_grouped_like_one(written: str, is_card: bool) -> None:
+    text = f"card {written} ok"
+    found = [text[s:e] for s, e, _ in Redactor(types=["payment_card"]).find(text)]
+    assert found == ([written] if is_card else [])
+
+
 # --------------------------------------------------------------------------- tokens
 
 
@@ -201,3 +236,39 @@ def test_a_real_url_password_is_found() -> None:
 def test_an_iban_has_its_countrys_length_and_check_digits(text: str, iban: str | None) -> None:
     found = [text[s:e] for s, e, _ in Redactor(types=["iban"]).find(text)]
     assert found == ([] if iban is None else [iban])
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("see ftp://admin:Xy7!kQz#Lm@example.com ok", "Xy7!kQz#Lm"),
+        ("see https://admin:Xy7kQzLm9@db.example.org/x ok", "Xy7kQzLm9"),
+    ],
+)
+def test_the_password_in_a_url_is_a_secret_and_its_host_no_email(text: str, secret: str) -> None:
+    assert [(text[s:e], d.type) for s, e, d in Redactor().find(text)] == [(secret, "secret")]
+
+
+@pytest.mark.parametrize(
+    ("value", "is_secret"),
+    [
+        ("QZXW-VKJP-LMNB", True),  # a product key: upper-case groups
+        ("Xy7!kQz#Lm9", True),
+        ("qzxw-vkjp-lmnb", False),  # lower-case words joined by '-': a name
+        ("some-long-secret-name", False),
+        ("my_api_key_name", False),
+    ],
+)
+def test_an_assigned_credential_is_judged_by_its_value(value: str, is_secret: bool) -> None:
+    text = f"password = {value}"
+    found = [text[s:e] for s, e, _ in Redactor(types=["secret"]).find(text)]
+    assert found == ([value] if is_secret else [])
+
+
+def test_of_two_values_that_start_together_the_longer_is_redacted_whole() -> None:
+    """A token that runs into ``@domain`` is also an address: one redaction covers both,
+    nothing of either is left."""
+    token = "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+    text = f"from {token}@example.com ok"
+    assert Redactor().redact(text) == "from [REDACTED:email] ok"
+    assert Redactor().redact(f"from {token} ok") == "from [REDACTED:secret] ok"
