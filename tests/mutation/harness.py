@@ -283,27 +283,33 @@ def confirm(group: Group, root: Path, names: list[str]) -> dict[str, object]:
         "SECUREAI_HYPOTHESIS_PROFILE": "mutation",
     }
     env.pop("MUTANT_UNDER_TEST", None)
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN]
+    pytest_cmd += ["-m", "not integration and not slow", "-x", "-q"]
+    pytest_cmd += [f"--deselect={t}" for t in group.deselect] + tests
+
+    def run_tests() -> int:
+        return subprocess.run(
+            pytest_cmd,
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        ).returncode
+
+    if run_tests() != 0:  # the control: a mutant only counts as killed if this passes
+        raise SystemExit(f"{group.name}: the tests fail on the unmutated copy in {workdir}")
     killed: list[str] = []
     survived: list[str] = []
     for name in names:
-        module = name.split(".x", 1)[0].replace(".", "/")  # secureai.pii.detectors.x_f__mutmut_1
+        module = name.rsplit(".", 1)[0].replace(".", "/")  # secureai.pii.detectors.x_f__mutmut_1
         path = workdir / "src" / f"{module}.py"
         original = path.read_text()
         try:
             subprocess.run([str(mutmut), "apply", name], cwd=workdir, env=env, check=True)
             if path.read_text() == original:
                 raise SystemExit(f"{name}: mutmut apply changed nothing")
-            rc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN]
-                + ["-m", "not integration and not slow", "-x", "-q"]
-                + [f"--deselect={t}" for t in group.deselect]
-                + tests,
-                cwd=workdir,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            ).returncode
+            rc = run_tests()
         finally:
             path.write_text(original)
         (killed if rc != 0 else survived).append(name)  # 0: every test passed on the mutant

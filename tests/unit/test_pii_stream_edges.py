@@ -206,6 +206,7 @@ LONE = [
     "password = Xy!kQz#Lm_Pw",
     "token is Xy!kQz#Lm_Pw",
     "Bearer AbCdEfGhIjKlMnOpQrStUvWxYz",
+    "?sp=r&sig=abcDEFghiJ%ABklmNOPqrS%CDtuvWXYzab%EF",  # a SAS signature: '%' breaks the runs
     "-----BEGIN PRIVATE KEY-----\n" + "QUJD REVG SUpL\n" * 12 + "-----END PRIVATE KEY-----",
 ]
 FILLER = "lorem ipsum dolor sit amet " * 8
