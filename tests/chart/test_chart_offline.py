@@ -300,7 +300,7 @@ def test_operator_rights_are_exactly_what_the_code_uses() -> None:
         ("", "namespaces"): {"list", "watch", "patch"},
         ("", "persistentvolumes"): {"get"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-        ("coordination.k8s.io", "leases"): {"get", "update", "create"},  # leader Lease
+        ("coordination.k8s.io", "leases"): {"get", "update", "patch", "create"},  # leader Lease
     }
     assert _operator_rules(rendered()) == expected
     # nothing that would let it grant itself more

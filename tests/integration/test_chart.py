@@ -755,7 +755,7 @@ def test_leader_lease_rights(cluster: Cluster, release: Release, chart_op: Chart
     its namespace, and touch no other Lease."""
     lease = release.fullname
     ns = release.namespace
-    for verb in ("get", "update"):
+    for verb in ("get", "update", "patch"):
         assert can_i(cluster, release.user, verb, f"leases.coordination.k8s.io/{lease}", "-n", ns)
         assert not can_i(cluster, release.user, verb, "leases.coordination.k8s.io/other", "-n", ns)
     assert can_i(cluster, release.user, "create", "leases.coordination.k8s.io", "-n", ns)

@@ -16,13 +16,16 @@ from typing import Any
 
 import pytest
 
-from secureai.pii import Redactor, StreamScanner
+from secureai.pii import TYPES, Redactor, StreamScanner
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CORPORA = {
     "tune": "guard_corpus_v2.jsonl",
     "heldout": "guard_corpus_v2.jsonl",
     "fresh": "guard_corpus_fresh.jsonl",
+    # classes found missing on the public suites (bench/public_suites.py), written after the
+    # fixes: a regression part, not an unseen one
+    "classes": "guard_corpus_classes.jsonl",
 }
 TARGET = 0.97
 REDACTOR = Redactor()
@@ -86,18 +89,12 @@ def table(split: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("split", ["tune", "heldout", "fresh"])
+@pytest.mark.parametrize("split", ["tune", "heldout", "fresh", "classes"])
 def test_every_type_meets_the_target(split: str) -> None:
     scores = evaluate(load(split))
-    assert set(scores) == {
-        "email",
-        "phone",
-        "payment_card",
-        "us_ssn",
-        "ip_address",
-        "iban",
-        "secret",
-    }
+    # the classes part has no card or IP classes
+    absent = {"payment_card", "ip_address"} if split == "classes" else set()
+    assert set(scores) == set(TYPES) - absent
     bad = {
         t: (round(sc.precision, 3), round(sc.recall, 3), sc.misses[:5])
         for t, sc in scores.items()
@@ -106,7 +103,7 @@ def test_every_type_meets_the_target(split: str) -> None:
     assert not bad, bad
 
 
-@pytest.mark.parametrize("split", ["tune", "heldout", "fresh"])
+@pytest.mark.parametrize("split", ["tune", "heldout", "fresh", "classes"])
 def test_streamed_in_random_chunks_equals_batch(split: str) -> None:
     rng = random.Random(7)
     for row in load(split):

@@ -26,6 +26,18 @@ class LeaseApi:
             if self.lease is None:
                 raise ApiError(404, "NotFound", "")
             return copy.deepcopy(self.lease)
+        if method == "PATCH":  # JSON patch: a `test` of the holder, then `add`s
+            if self.lease is None:
+                raise ApiError(404, "NotFound", "")
+            for op in body:
+                field = op["path"].rsplit("/", 1)[1]
+                if op["op"] == "test" and self.lease["spec"].get(field) != op["value"]:
+                    raise ApiError(422, "Invalid", "test failed")
+                if op["op"] == "add":
+                    self.lease["spec"][field] = op["value"]
+            self.version += 1
+            self.lease["metadata"]["resourceVersion"] = str(self.version)
+            return copy.deepcopy(self.lease)
         if method == "POST":
             if self.lease is not None:
                 raise ApiError(409, "AlreadyExists", "")
@@ -97,5 +109,44 @@ def test_lease_times_come_from_the_injected_clock() -> None:
         assert await lock.try_acquire_or_renew()
         assert api.lease["spec"]["acquireTime"] == "2031-05-06T07:08:09.123456Z"
         assert api.lease["spec"]["renewTime"] == "2031-05-06T07:08:11.623456Z"
+
+    asyncio.run(run())
+
+
+class CountingApi(LeaseApi):
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: list[str] = []
+
+    async def request(self, method: str, path: str, *, body: Any = None, **kw: Any) -> Any:
+        self.methods.append(method)
+        return await super().request(method, path, body=body, **kw)
+
+
+def test_a_holder_renews_with_one_write_and_a_conflict_sends_it_back_to_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One round trip per renewal; when another replica wrote meanwhile, the holder's PUT
+    conflicts, it reads, and it does not take the record back."""
+    api = CountingApi()
+    kube = cast(KubeClient, api)
+    a = LeaseLock(kube, "ns", "l", "a", 1, clock=CLOCK)
+    b = LeaseLock(kube, "ns", "l", "b", 1, clock=CLOCK)
+    clock = [100.0]
+    monkeypatch.setattr("secureai.k8s.lease.time.monotonic", lambda: clock[0])
+
+    async def run() -> None:
+        assert await a.try_acquire_or_renew()
+        api.methods.clear()
+        for _ in range(3):
+            assert await a.try_acquire_or_renew()
+        assert api.methods == ["PUT", "PUT", "PUT"]
+        assert not await b.try_acquire_or_renew()
+        clock[0] += 1.1  # a stalls for longer than the lease lasts: b takes over
+        assert await b.try_acquire_or_renew()
+        api.methods.clear()
+        assert not await a.try_acquire_or_renew()
+        assert api.methods == ["PUT", "GET"]  # conflict, then read: b holds it
+        assert api.lease is not None and api.lease["spec"]["holderIdentity"] == "b"
 
     asyncio.run(run())

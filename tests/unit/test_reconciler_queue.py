@@ -249,3 +249,50 @@ def test_a_standby_prepares_and_never_writes() -> None:
     asyncio.run(run())
     assert set(api.calls) <= {"dry_run_create", "list", "get"}, api.calls
     assert events == []
+
+
+class ReplacingApi(RecordingApi):
+    async def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append("replace")
+        stored: dict[str, Any] = json.loads(json.dumps(manifest))
+        stored["metadata"]["resourceVersion"] = "51"
+        return stored
+
+
+def test_a_new_leader_reverts_from_its_prepared_caches_before_any_reconcile() -> None:
+    """Take-over: what a standby prepared is compared with its watch cache and reverted at
+    once; nothing is rendered or applied again for it."""
+    api = ReplacingApi()
+    events: list[str] = []
+    leading = [False]
+    r = Reconciler(
+        cast(KubeClient, api),
+        POLICY,
+        lambda b, t, reason, m: events.append(reason),
+        leading=lambda: leading[0],
+    )
+    body = workload("ml", "a")
+    body["status"] = {"observedGeneration": 1}  # the previous leader applied generation 1
+    unapplied = workload("ml", "b")  # generation 1 not applied yet: left to the reconcile
+
+    async def run() -> None:
+        for b in (body, unapplied):
+            r.observe_workload(b)
+        await r.prepare_all()
+        entries = [r.state.workloads[workload_key_of_cr(b)] for b in (body, unapplied)]
+        for entry in entries:
+            service = json.loads(json.dumps(entry.desired[("Service", entry.name)]))
+            service["spec"]["selector"]["x"] = "y"  # stood while no replica led
+            service["metadata"]["resourceVersion"] = "50"
+            await r.on_child(service, deleted=False)  # a standby only caches it
+        assert "replace" not in api.calls
+        leading[0] = True
+        api.calls.clear()
+        assert await r.revert_from_cache() == 1
+        live = r.state.live_children(workload_key_of_cr(body)).get(("Service", "a"))
+        assert live is not None and "x" not in live["spec"]["selector"]
+
+    asyncio.run(run())
+    assert api.calls.count("replace") == 1, api.calls
+    assert not {"apply", "apply_created", "apply_namespace_labels"} & set(api.calls), api.calls
+    assert events == ["DriftReverted"]

@@ -25,14 +25,13 @@ from secureai.controllers.events import EventRecorder
 from secureai.controllers.handlers import configure_watches, register
 from secureai.controllers.hooks import ClusterHooks
 from secureai.controllers.http import serve
-from secureai.controllers.leader import Leader
+from secureai.controllers.leader import Leader, LeaseSpec, ProcessKeeper
 from secureai.controllers.provenance import Lifecycle
 from secureai.controllers.quarantine import QuarantineController, Ref
 from secureai.controllers.reconciler import Reconciler
 from secureai.k8s import evidence
 from secureai.k8s.certs import check_cluster_domain
 from secureai.k8s.client import KubeClient, load_credentials
-from secureai.k8s.lease import LeaseLock
 from secureai.k8s.resources import CHILD_RESOURCES, WORKLOAD_RESOURCES
 from secureai.render.meta import LABEL_MANAGED_BY, LABEL_WORKLOAD, MANAGED_BY
 
@@ -152,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
     ready = asyncio.Event()
     stop_flag = asyncio.Event()  # set on SIGTERM once the Lease is released (hand_over)
     background: list[asyncio.Task[None]] = []
-    lock = None
+    keeper = None
     if args.peering:
         identity = f"{os.environ.get('HOSTNAME', 'secureai')}-{secrets.token_hex(4)}"
-        lock = LeaseLock(KubeClient(credentials), namespace, args.peering, identity, 1, clock=clock)
+        keeper = ProcessKeeper(LeaseSpec(namespace, args.peering, identity, 1))
     leader = Leader(
-        lock,
+        keeper,
         on_started=lambda: background.append(asyncio.create_task(take_over())),
         on_held=lambda: reconciler.resume(),  # noqa: PLW0108 - reconciler is made below
     )
@@ -192,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
         """A new leader: revert whatever stood meanwhile, from warm caches."""
         await ready.wait()
         try:
-            await quarantines.resync()  # containment first, before anything else
+            await reconciler.revert_from_cache()  # what stood meanwhile: no render, no reads
+            await quarantines.resync()  # containment before any reconcile
             await hooks.ca.ensure()
             await reconciler.resync()
             await lifecycle.resume()  # the retention timers: after the reverts, never before
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         settings.persistence.diffbase_storage = NoDiffBase()
         configure_watches(settings)
         await serve("0.0.0.0", args.health_port, args.metrics_port, ready.is_set)  # noqa: S104
-        if lock is None:
+        if keeper is None:
             await hooks.ca.ensure()  # the CA exists from the first start on (leader: take_over)
             await lifecycle.resume()
         reconciler.queue.start()
@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 signal.SIGTERM, lambda: background.append(asyncio.create_task(hand_over()))
             )
         await warm_caches(reconciler, args.namespace, quarantines)
+        await reconciler.prepare_all()  # a standby is ready once it could take over at once
         background.append(
             asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
         )

@@ -217,6 +217,20 @@ class Reconciler:
             await self._reconcile_locked(entry, dry=True)
         entry.prepared_generation = entry.generation
 
+    async def prepare_all(self) -> None:
+        """A standby's start: prepare every known workload, so that it is ready to take over
+        from warm caches (its readiness waits for this)."""
+
+        async def one(key: WorkloadKey, entry: Entry) -> None:
+            if self.leading():
+                return  # the take-over reconciles instead
+            try:
+                await self.prepare(entry)
+            except Exception as exc:
+                self._retry_later("prepare", key, exc)
+
+        await asyncio.gather(*(one(k, e) for k, e in list(self.state.workloads.items())))
+
     async def reconcile(self, entry: Entry) -> None:
         kind = entry.kind
         started = time.perf_counter()
@@ -1122,6 +1136,39 @@ class Reconciler:
             return 0
         if entry.rejected is not None:
             return 0
+        writes = await self._revert_children(key, entry)
+        await self._judge(entry)
+        await self._write_status(entry)
+        return writes
+
+    async def revert_from_cache(self, concurrency: int = 32) -> int:
+        """A new leader's first pass: every workload whose current generation was applied
+        (by this replica or the one before it) has its children compared with the watch
+        cache and reverted, all workloads at once. The full reconcile follows in resync."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(key: WorkloadKey, entry: Entry) -> int:
+            async with slots:
+                try:
+                    return await self._revert_children(key, entry)
+                except NotLeader:
+                    self.deferred.add(key)
+                except Exception as exc:
+                    self._retry_later("take-over", key, exc)
+                return 0
+
+        applied = [
+            (key, entry)
+            for key, entry in list(self.state.workloads.items())
+            if entry.desired
+            and entry.rejected is None
+            and entry.namespace not in self.state.terminating
+            and entry.generation in (entry.reconciled_generation, _observed_generation(entry.body))
+        ]
+        return sum(await asyncio.gather(*(one(key, entry) for key, entry in applied)))
+
+    async def _revert_children(self, key: WorkloadKey, entry: Entry) -> int:
+        """Revert each child that differs from its expected form; the number reverted."""
         writes = 0
         live = self.state.live_children(key)
         for child, desired in list(entry.desired.items()):
@@ -1135,9 +1182,14 @@ class Reconciler:
             if diffs:
                 await self._revert(entry, desired, body, diffs, time.perf_counter())
                 writes += 1
-        await self._judge(entry)
-        await self._write_status(entry)
         return writes
+
+
+def _observed_generation(body: dict[str, Any]) -> int:
+    try:
+        return int((body.get("status") or {}).get("observedGeneration") or -1)
+    except (TypeError, ValueError):
+        return -1
 
 
 def slim_policy(body: dict[str, Any]) -> dict[str, Any]:

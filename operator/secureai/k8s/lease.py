@@ -37,6 +37,7 @@ class LeaseLock:
         self.duration = duration
         self._seen: tuple[str, str] | None = None  # (holder, resourceVersion) last observed
         self._seen_at = 0.0
+        self._held: dict[str, Any] | None = None  # the record of this replica's last write
 
     @property
     def _path(self) -> str:
@@ -65,14 +66,27 @@ class LeaseLock:
         }
 
     async def try_acquire_or_renew(self) -> bool:
-        """One round: True if this replica holds the lease after it."""
+        """One round: True if this replica holds the lease after it.
+
+        A holder renews with one PUT over the record its last write returned (no read
+        first: one round trip, which halves a renewal on a slow API server); a conflict
+        means someone else wrote, and the round reads and judges as a candidate."""
+        held = self._held
+        self._held = None
+        if held is not None:
+            try:
+                self._held = await self._put(held)
+                return True
+            except ApiError as exc:
+                if exc.status not in (409, 404):
+                    raise
         try:
             current = await self.kube.request("GET", self._path)
         except ApiError as exc:
             if exc.status != 404:
                 raise
             try:
-                await self.kube.request(
+                self._held = await self.kube.request(
                     "POST",
                     LEASE_PATH.format(namespace=self.namespace),
                     body=self._body(None, 0),
@@ -93,17 +107,45 @@ class LeaseLock:
         if not (mine or not holder or expired):
             return False
         try:
-            await self.kube.request(
-                "PUT", self._path, body=self._body(current, int(spec.get("leaseTransitions") or 0))
-            )
+            self._held = await self._put(current)
         except ApiError as exc:
             if exc.status in (409, 404):
                 return False
             raise
         return True
 
+    async def _put(self, current: dict[str, Any]) -> dict[str, Any]:
+        spec = current.get("spec") or {}
+        body = self._body(current, int(spec.get("leaseTransitions") or 0))
+        stored: dict[str, Any] = await self.kube.request("PUT", self._path, body=body)
+        return stored
+
+    def holding(self) -> bool:
+        """This replica's last write made it the holder (renewals may follow)."""
+        return self._held is not None
+
+    async def renew(self) -> bool:
+        """A holder's renewal: one JSON patch that applies only while this replica is the
+        holder (its `test` operation), so renewals need no read and may overlap on a slow
+        API server. False (and no longer holding) when another replica holds the record."""
+        patch = [
+            {"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+            {"op": "add", "path": "/spec/renewTime", "value": micro_iso(self.clock.now())},
+        ]
+        try:
+            await self.kube.request(
+                "PATCH", self._path, body=patch, content_type="application/json-patch+json"
+            )
+        except ApiError as exc:
+            if exc.status in (404, 422):  # gone, or the test failed: another holder
+                self._held = None
+                return False
+            raise  # a 409 here is the server's own retries giving up: try again
+        return True
+
     async def release(self) -> None:
         """Hand over at once: an empty holder is free to take (graceful shutdown)."""
+        self._held = None
         try:
             current = await self.kube.request("GET", self._path)
         except ApiError:

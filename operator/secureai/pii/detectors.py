@@ -159,6 +159,7 @@ _IBAN_LENGTHS = {
     "LT": 20,
     "LU": 20,
     "LV": 21,
+    "LY": 25,
     "MC": 27,
     "MD": 24,
     "ME": 22,
@@ -190,6 +191,18 @@ _IBAN_LENGTHS = {
     "VA": 22,
     "VG": 24,
     "XK": 20,
+    # added to the SWIFT IBAN registry since 2020
+    "BI": 27,
+    "DJ": 27,
+    "FK": 18,
+    "HN": 28,
+    "MN": 20,
+    "NI": 28,
+    "OM": 23,
+    "RU": 33,
+    "SD": 18,
+    "SO": 23,
+    "YE": 30,
 }
 
 
@@ -210,14 +223,16 @@ def _validate_iban(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     count = 0
     end = start
     for i in range(start, m.end()):
-        if text[i] != " ":
+        if text[i] not in " -":
             count += 1
             if count == want:
                 end = i + 1
                 break
     if count != want or (end < len(text) and text[end].isalnum()):
         return None
-    compact = text[start:end].replace(" ", "")
+    if " " in text[start:end] and "-" in text[start:end]:
+        return None  # one kind of separator
+    compact = text[start:end].replace(" ", "").replace("-", "")
     return (start, end) if iban_ok(compact) else None
 
 
@@ -231,6 +246,8 @@ def _validate_ssn(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     seps = {c for c in raw if not c.isdigit()}
     if len(seps) > 1:
         return None
+    if "." in raw and _NOT_ADDR_CTX.search(text[max(0, span[0] - 40) : span[0]]):
+        return None  # a dotted number after "version", "section", …
     digits = re.sub(r"\D", "", raw)
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     if area in _SSN_BAD_AREAS or area[0] == "9" or group == "00" or serial == "0000":
@@ -402,6 +419,7 @@ _ID_CUE = re.compile(
     r"customer|member|policy|claim|booking|confirmation|transaction|txn)[.#:]?\s{0,3}"
     r"(?:no\.?|number|#|id)?[.#:]?\s{0,3}\Z"
 )
+_ACCOUNT_HEAD = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -][A-Z0-9]{4})+[ -]\Z")
 _DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\Z")
 
 
@@ -413,6 +431,8 @@ def _national_layout(raw: str, digits: str, groups: list[str]) -> bool:
     """National formats of the major locales, written with separators."""
     n = len(digits)
     sizes = [len(g) for g in groups]
+    if len(sizes) > 2 and groups[0] == "0" and raw[1] in " -(":
+        sizes = [1 + sizes[1], *sizes[2:]]  # the trunk 0 written apart: 0 532 123 45 67
     if any(s == 1 for s in sizes[1:]):  # ISBN-like, dates, versions
         return False
     if raw.startswith("("):  # (area) number: US, DE, BR, AU
@@ -429,6 +449,8 @@ def _national_layout(raw: str, digits: str, groups: list[str]) -> bool:
     if n == 9 and sizes == [3, 3, 3] and digits[0] in "56789":  # ES, PL
         return True
     if n == 10 and sizes == [5, 5] and digits[0] in "6789":  # IN mobile
+        return True
+    if n == 10 and sizes == [3, 3, 2, 2] and digits[0] in "59":  # TR, RU mobile
         return True
     return n == 10 and sizes == [2, 4, 4] and digits[0] != "1"  # MX
 
@@ -451,6 +473,8 @@ def _validate_phone(text: str, m: re.Match[str]) -> tuple[int, int] | None:
         return m.span() if 7 <= n <= 13 and not _DATE.match(raw) else None
     if len(groups) < 2 or _ID_CUE.search(before) or _DATE.match(raw):
         return None
+    if _ACCOUNT_HEAD.search(before):  # the digit groups of an account number (an IBAN)
+        return None
     if re.search(r"\d[ .-]\Z", before):  # the tail of a longer digit sequence
         return None
     if re.fullmatch(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}", raw):
@@ -467,16 +491,37 @@ _PLACEHOLDER_WORDS = re.compile(
 )
 
 
+def _sequence_share(body: str) -> float:
+    """The share of ``body`` in runs of 4+ consecutive letters or digits (``abcd``, ``3456``)."""
+    covered = 0
+    run = 1
+    for i in range(1, len(body) + 1):
+        if i < len(body) and ord(body[i]) == ord(body[i - 1]) + 1 and body[i].isalnum():
+            run += 1
+            continue
+        if run >= 4:
+            covered += run
+        run = 1
+    return covered / len(body) if body else 0.0
+
+
 def looks_like_placeholder(body: str) -> bool:
     """A documentation value: words, runs of one character, or very few distinct ones."""
     if not body or _PLACEHOLDER_WORDS.search(body):
         return True
     if re.search(r"(.)\1{5}", body):
         return True
-    if len(set(body.lower())) <= max(3, len(body) // 8):
+    # (capped: a long random hex string has 16 distinct characters, not len/8)
+    if len(set(body.lower())) <= max(3, min(len(body) // 8, 8)):
         return True
     # lowercase words joined by - or _ ("your-bot-token", "my_api_key")
     return re.fullmatch(r"[a-z]+(?:[-_.][a-z]+)*", body) is not None
+
+
+def looks_constructed(body: str) -> bool:
+    """A value typed by hand for an example: a short unit repeated (``123123123123``), or an
+    alphabet or a count written out for a third of it (``abcdefgh…``, ``12345678``)."""
+    return bool(re.search(r"(.{2,4})\1{3}", body)) or _sequence_share(body) >= 1 / 3
 
 
 def _entropy(s: str) -> float:
@@ -498,9 +543,31 @@ def _validate_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     return span
 
 
+_MASK = re.compile(r"[#*]{4}")
+
+
+def _family_validator(lead: str) -> Validator:
+    """A token of a family with a known prefix: its body (after the prefix and a short kind
+    such as ``live_``) is not a placeholder, not typed by hand, and not masked (``####``)."""
+    skip = len(lead)
+
+    def validate(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+        if _MASK.match(text, m.end()):
+            return None  # the visible start of a masked token (xoxp-1234-…-####…)
+        body = re.sub(r"^[A-Za-z0-9]{0,8}[_.-]", "", m.group(0)[skip:]) or m.group(0)[skip:]
+        if looks_like_placeholder(body) or looks_constructed(body):
+            return None
+        return m.span()
+
+    return validate
+
+
 def _looks_like_code(value: str) -> bool:
     """A dotted name, a call or a subscript, or a bare snake_case, UPPER_CASE or camelCase name."""
-    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:[\[(]|\Z)|[A-Za-z_]\w*[\[(]", value):
+    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*[\[(]", value):
+        return True
+    # a dotted name (settings.DB_PASSWORD), unless its parts are random (pat.x8k2….q9z4…)
+    if re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\Z", value) and sum(map(str.isdigit, value)) < 3:
         return True
     # one quantifier per class: nested ones (`[a-z_]+(?:[a-z_]+)*`) backtrack exponentially
     # on a long lowercase run that ends in another character (a ReDoS in the guard)
@@ -509,20 +576,64 @@ def _looks_like_code(value: str) -> bool:
     return re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+){1,3}", value) is not None
 
 
+_TRAILING_PUNCT = ".,:;!?)]}"
+_TOKEN_VALUE = re.compile(r"[A-Za-z0-9_.+/=~:-]{16,200}")
+_QUOTES = ('"', "'", "`")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.$-")
+
+
 def _validate_generic(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     """``name = value`` credentials: judged by the value, since the key already qualified."""
-    span = m.span(m.lastindex or 0)
-    value = text[span[0] : span[1]]
-    if len(value) < 8 or looks_like_placeholder(value):
+    start, end = m.span("v")
+    if m.group("xml"):
+        # ``<dbPassword>value``: the name must open an XML element.
+        i = m.start()
+        while i > 0 and text[i - 1] in _NAME_CHARS:
+            i -= 1
+        if i == 0 or text[i - 1] != "<":
+            return None
+    if m.group("arg") or m.group("typed"):
+        # a quoted name then a quoted value (f("API_TOKEN", "…")), or a declaration with its
+        # type (var apiToken string = "…"): the value must be a token, 16+ token characters
+        # in quotes, so that a run of them anchors it (the dataset prefilter's RUN class)
+        quoted = text[start - 1 : start] in _QUOTES and text[end : end + 1] == text[start - 1]
+        if m.group("arg"):
+            j = m.start("arg")
+            while j > m.start() and text[j - 1] in " \t":
+                j -= 1
+            if text[j - 1 : j] not in _QUOTES:
+                return None  # the name is a string literal, not a variable: f(token, x)
+        if not quoted or _TOKEN_VALUE.fullmatch(text, start, end) is None:
+            return None
+    if text[end : end + 1] not in _QUOTES:  # a quoted value keeps its last character
+        while end > start and text[end - 1] in _TRAILING_PUNCT:
+            end -= 1  # the end of a sentence or of a call, not of the value
+    value = text[start:end]
+    if len(value) < 8 or looks_like_placeholder(value) or looks_constructed(value):
         return None
-    if value[0] in "$%{<(" or value.lower() in ("true", "false", "null", "none"):
+    if value[0] in "$%{<([" or value.lower() in ("true", "false", "null", "none"):
         return None
     if _looks_like_code(value):
         return None
+    if value.isdigit():
+        # digits alone: a long random number (not a count, a timestamp or a port)
+        return (start, end) if len(value) >= 16 and _entropy(value) >= 2.5 else None
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^A-Za-z0-9]"))
     if classes < 2 or _entropy(value) < 2.8:
         return None
-    return span
+    return start, end
+
+
+_KEY_LINE = re.compile(r"[A-Za-z0-9+/=]{32}")
+
+
+def _validate_pem(text: str, m: re.Match[str]) -> tuple[int, int] | None:
+    """A complete block must hold key material (a base64 line), not a word (``anything``).
+    An unfinished block is kept: the rest of it may still arrive."""
+    block = m.group(0)
+    if "-----END" in block[10:] and _KEY_LINE.search(block) is None:
+        return None
+    return m.span()
 
 
 def _b64url_json(part: str) -> Any:
@@ -542,7 +653,12 @@ def _validate_jwt(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 
 def _validate_api_token(text: str, m: re.Match[str]) -> tuple[int, int] | None:
     body = re.sub(r"^sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?", "", m.group(0))
-    if re.search(r"\d", body) and re.search(r"[A-Za-z]", body) and not looks_like_placeholder(body):
+    if (
+        re.search(r"\d", body)
+        and re.search(r"[A-Za-z]", body)
+        and not looks_like_placeholder(body)
+        and not looks_constructed(body)
+    ):
         return m.span()
     return None
 
@@ -554,7 +670,7 @@ def _validate_email(text: str, m: re.Match[str]) -> tuple[int, int] | None:
 
 
 def _validate_webhook(text: str, m: re.Match[str]) -> tuple[int, int] | None:
-    tail = m.group(0).split("/", 4)[-1]
+    tail = re.sub(r"^.*?hooks\.slack\.com/\w+/", "", m.group(0))
     return None if looks_like_placeholder(tail.replace("/", "")) else m.span()
 
 
@@ -606,8 +722,9 @@ EMAIL = Detector(
         r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,6}"
         r"(?!(?:png|jpe?g|gif|svg|webp|ico|css|js|ts|py|md|txt|json|ya?ml|html?|lock|zip|gz)"
         r"(?![A-Za-z0-9-]))"
+        # a TLD, or an internationalised one in its ASCII (punycode) form, xn--p1ai;
         # not followed by ':path' (an SSH-style Git remote, git@host:org/repo.git)
-        r"[A-Za-z]{2,24}(?![A-Za-z0-9-]|:[\w~]|\.[A-Za-z0-9])"
+        r"(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{2,20})(?![A-Za-z0-9-]|:[\w~]|\.[A-Za-z0-9])"
     ),
     max_len=480,
     charset=r"[A-Za-z0-9._%+@-]",
@@ -645,9 +762,10 @@ PAYMENT_CARD = Detector(
 _SSN_CUES = ("ssn", "s.s.n.", "ss#", "ss no", "soc. sec.", "social security", "social")
 US_SSN = Detector(
     type="us_ssn",
-    pattern=re.compile(r"\d(?<![\w-]\d)\d{2}-\d{2}-\d{4}(?![\w-]|[.]\d)"),
+    # 123-45-6789, or with dots (one kind of separator)
+    pattern=re.compile(r"\d(?<![\w.-]\d)\d{2}(?:-\d{2}-|\.\d{2}\.)\d{4}(?![\w-]|[.]\d)"),
     max_len=11,
-    charset=r"[0-9-]",
+    charset=r"[0-9.-]",
     validate=_validate_ssn,
     trigger=_DIGITS,
     priority=35,
@@ -699,9 +817,9 @@ IPV6 = Detector(
 
 IBAN = Detector(
     type="iban",
-    pattern=re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"),
-    max_len=48,
-    charset=r"[A-Z0-9 ]",
+    pattern=re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,32}"),
+    max_len=pattern_max_width(r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,32}"),
+    charset=r"[A-Z0-9 -]",
     validate=_validate_iban,
     trigger=_DIGITS,
     priority=30,
@@ -749,6 +867,15 @@ _FAMILIES: tuple[tuple[str, str], ...] = (  # (literal lead, rest of the token)
     ("dp.", r"(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}"),
     ("AIza", r"[\w-]{35}"),
     ("ya29.", r"[\w-]{20,2048}"),
+    ("AAAAAAAAAAAAAAAAAAAAAA", r"[A-Za-z0-9]{40,120}"),  # X (Twitter) app-only bearer tokens
+    ("EZAK", r"[A-Za-z0-9]{54}"),  # EasyPost production and test keys
+    ("EZTK", r"[A-Za-z0-9]{54}"),
+    ("ntn_", r"\d{11}[A-Za-z0-9]{35}"),  # Notion integration tokens
+    ("sgp_", r"(?:local_|[a-fA-F0-9]{16}_)?[a-fA-F0-9]{40}"),  # Sourcegraph access tokens
+    ("pplx-", r"[A-Za-z0-9]{48}"),  # Perplexity API keys
+    ("p8e-", r"[A-Za-z0-9]{32}"),  # Adobe client secrets
+    ("LTAI", r"[A-Za-z0-9]{20}"),  # Alibaba Cloud AccessKey ids
+    ("EAA", r"[MC][A-Za-z0-9]{100,300}"),  # Facebook (Meta) access tokens
 )
 
 
@@ -765,18 +892,22 @@ def _family(lead: str, rest: str) -> Detector:
         pattern=re.compile(regex),
         max_len=pattern_max_width(regex),
         charset=r"[A-Za-z0-9_.+/=-]",
-        validate=_validate_token,
+        validate=_family_validator(lead),
         trigger=(lead,),
         priority=85,
         min_token_run=16,
     )
 
 
-# Names under which a credential is assigned (``password = …``, ``"api_key": "…"``); the
-# value is then judged on its own (not a placeholder, mixed characters, enough entropy).
+# Names under which a credential is assigned (``password = …``, ``"api_key": "…"``,
+# ``twitterToken := "…"``, ``<dbPassword>…</dbPassword>``); the value is then judged on its own
+# (not a placeholder, mixed characters, enough entropy). The keyword is the head of the name: it
+# starts a word of it (after a non-letter, or at a lower-to-upper camelCase step) and ends it (an
+# optional ``key`` and digits may follow).
 _CRED_KEYS = (
     "password",
     "passwd",
+    "passphrase",
     "pwd",
     "pass",
     "secret",
@@ -785,18 +916,35 @@ _CRED_KEYS = (
     "api-key",
     "apikey",
     "access_key",
+    "access-key",
     "accesskey",
     "private_key",
+    "private-key",
     "privatekey",
     "credential",
     "credentials",
+    "creds",
+)
+_CRED_WORDS = (
+    r"passwor[dt]|passwd|passphrase|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
+    r"private[_-]?key|credentials?|creds"
 )
 _GENERIC_RE = (
-    r"(?i:(?<![a-z])(?:passwor[dt]|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
-    r"private[_-]?key|credentials?)(?:[_.-]?key)?[\"']?\s{0,3}(?::|=>?|>|\s(?:to|is)\s)\s{0,3}[\"']?)"
-    r"([^\s\"'<>,;`]{8,200})"
+    r"(?:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"
+    # the last word of a name in capitals run together (ACMETOKEN, XAPI_KEY); not PASS/PWD,
+    # which end ordinary words (BYPASS, COMPASS)
+    r"|(?<=[A-Z])(?=(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDS)"
+    r"(?![A-Za-z0-9])))"
+    r"(?i:(?:" + _CRED_WORDS + r")(?:[_.-]?key)?)(?:[_.-]?\d{1,3})?(?![A-Za-z0-9])"
+    r"[\"'\]]{0,2}"
+    r"(?P<typed>(?:[ \t]{0,2}:)?[ \t]{1,2}(?:string|String|str|&str|\[\]byte))?[ \t]{0,3}"
+    # = : := ::= :::= ?= .= += => (assignments in config files and code), the end of an XML
+    # start tag (then the value may be on the next line), "is"/"to" in prose, and the next
+    # argument of a call: setProperty("API_TOKEN", "…")
+    r"(?:(?:[:?.+]?=|:{1,3}=|=>|:)[ \t]{0,3}|(?P<xml>>)\s{0,12}|\s(?i:to|is)\s{1,3}"
+    r"|(?P<arg>,)[ \t]{0,3})"
+    r"[\"'`]?(?P<v>[^\s\"'<>,;`]{8,200})"
 )
-
 SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
@@ -809,6 +957,7 @@ SECRETS: tuple[Detector, ...] = (
         charset=None,
         tail=_tail([_prefix_closure("-----BEGIN", r"[ A-Z0-9]{0,60}-{0,4}")]),
         tail_keys=("-----begin",),
+        validate=_validate_pem,
         trigger=("-----BEGIN",),
         end_slack=48,
         priority=100,
@@ -923,7 +1072,9 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(
-            r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/]{20,160}"
+            # with or without its scheme
+            r"(?:https?://)?(?<![\w.-])hooks\.slack\.com/(?:services|workflows|triggers)/"
+            r"[A-Za-z0-9/]{20,160}"
         ),
         max_len=200,
         charset=r"[A-Za-z0-9/:.]",
@@ -974,28 +1125,26 @@ SECRETS: tuple[Detector, ...] = (
     Detector(
         type="secret",
         pattern=re.compile(_GENERIC_RE),
-        max_len=260,
+        max_len=280,
         charset=None,
         tail=_tail(
             [
                 _prefix_closure(
                     k,
-                    r"(?:[_.-]?(?:k(?:ey?)?)?)?"  # SECRET_KEY
-                    r"[\"']?[\s:=>tois]{0,8}[\"']?[^\s\"'<>,;`]{0,200}",
+                    r"(?:[_.-]?(?:k(?:ey?)?)?)?[_.-]?\d{0,3}"  # SECRET_KEY, token2, token_3
+                    r"[\"'\]]{0,2}(?:[ \t]{0,2}:?[ \t]{1,2}[\w&\[\]]{1,6})?"  # a type: x: &str
+                    r"[\s:=>?.+,tois]{0,18}[\"'`]?[^\s\"'<>,;`]{0,200}",
                 )
                 for k in _CRED_KEYS
             ],
             re.IGNORECASE,
         ),
-        tail_keys=("pass", "pwd", "secret", "token", "key", "credential"),
+        tail_keys=("pass", "pwd", "secret", "token", "key", "cred"),
         validate=_validate_generic,
-        group=1,
-        trigger=("pass", "pwd", "secret", "token", "key", "credential"),
+        group=-1,
+        trigger=("pass", "pwd", "secret", "token", "key", "cred"),
         trigger_ci=True,
-        seek=re.compile(
-            r"passwor[dt]|passwd|pwd|pass|secret|token|api[_-]?key|access[_-]?key|"
-            r"private[_-]?key|credential"
-        ),
+        seek=re.compile(_CRED_WORDS),
         priority=60,
     ),
 )

@@ -1,0 +1,117 @@
+"""The Lease is kept on its own thread: a blocked operator loop delays neither a renewal nor a
+take-over, transitions reach the operator's loop, and stop() releases at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import cast
+
+from test_leader_lease import CLOCK, LeaseApi
+
+from clusterkit import wait_for
+from secureai.controllers.leader import Leader, ThreadKeeper
+from secureai.k8s.client import KubeClient
+from secureai.k8s.lease import LeaseLock
+
+
+def lock(api: LeaseApi, identity: str) -> LeaseLock:
+    return LeaseLock(cast(KubeClient, api), "ns", "l", identity, 1, clock=CLOCK)
+
+
+async def until(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_blocked_operator_loop_does_not_stop_renewals() -> None:
+    api = LeaseApi()
+    started_on: list[threading.Thread] = []
+    leader = Leader(
+        ThreadKeeper(lock(api, "a")),
+        on_started=lambda: started_on.append(threading.current_thread()),
+    )
+
+    async def run() -> None:
+        leader.start()
+        await until(leader.leading, 5)
+        before = api.version
+        time.sleep(1.5)  # the operator's loop is busy (a burst of renders): no await
+        # renewed meanwhile, so the gate is open at once, with no lapse
+        assert api.version >= before + 3
+        assert leader.leading()
+        assert leader.may_write("PUT")
+        await until(lambda: started_on, 1)
+        assert started_on == [threading.current_thread()]  # run on the operator's loop
+        await leader.stop()
+
+    asyncio.run(run())
+
+
+def test_stop_closes_the_gate_and_releases_the_lease() -> None:
+    api = LeaseApi()
+    leader = Leader(ThreadKeeper(lock(api, "a")))
+    standby = LeaseLock(cast(KubeClient, api), "ns", "l", "b", 1, clock=CLOCK)
+
+    async def run() -> None:
+        leader.start()
+        await until(leader.leading, 5)
+        assert not await standby.try_acquire_or_renew()
+        await leader.stop()
+        assert not leader.leading()
+        assert not leader.may_write("PATCH")
+        assert api.lease is not None and api.lease["spec"]["holderIdentity"] == ""
+        assert await standby.try_acquire_or_renew()  # released: taken at once
+        await asyncio.sleep(0.3)
+        assert not leader.leading()  # never takes the lead again once stopped
+
+    asyncio.run(run())
+
+
+def test_a_standby_takes_over_a_dead_leader_while_its_loop_is_blocked() -> None:
+    api = LeaseApi()
+    dead = lock(api, "dead")
+    standby = Leader(ThreadKeeper(lock(api, "b")))
+
+    async def run() -> None:
+        assert await dead.try_acquire_or_renew()  # then never renews again
+        standby.start()
+        time.sleep(1.6)  # blocked for longer than the lease lasts
+        assert standby.leading()
+        await standby.stop()
+
+    asyncio.run(run())
+    wait_for(lambda: api.lease is not None, timeout=1)
+
+
+class SlowApi(LeaseApi):
+    """Every request takes 0.5 s, as on an API server under heavy load."""
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        await asyncio.sleep(0.5)
+        return await super().request(method, path, **kw)  # type: ignore[arg-type]
+
+
+def test_renewals_do_not_wait_for_each_other_on_a_slow_api_server() -> None:
+    """0.5 s per request: sequential rounds (read, then write, then wait) would leave the
+    leader without a valid lease part of every cycle; overlapping renewals keep it."""
+    api = SlowApi()
+    leader = Leader(ThreadKeeper(lock(api, "a")))
+
+    async def run() -> None:
+        leader.start()
+        await until(leader.leading, 10)
+        keeper = cast(ThreadKeeper, leader.keeper)
+        await until(lambda: keeper.shared.renewals.value >= 4, 10)  # the steady state
+        lapses = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            lapses += not leader.leading()
+            await asyncio.sleep(0.02)
+        assert lapses == 0
+        await leader.stop()
+
+    asyncio.run(run())
