@@ -181,8 +181,8 @@ def test_a_jwt_is_recognised_by_its_header(header: object, is_jwt: bool) -> None
 @pytest.mark.parametrize(
     "key",
     [
-        "sk-ABCDEFGH12345678IJKLMNOP",  # upper case letters and digits
-        "sk-abcdefgh12345678ijklmnop",  # lower case
+        "sk-XQ7LMB2VRT9KPWZ4NCY8HDJ3",  # upper case letters and digits
+        "sk-xq7lmb2vrt9kpwz4ncy8hdj3",  # lower case
         "sk-proj-Xy7Kq2Lm9Pw4Rt6Vb8Nc1Zd3",
     ],
 )
