@@ -14,6 +14,7 @@ Every engine is built inside its test (see ``test_pii_edges.py``).
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,22 @@ def test_an_empty_chunk_commits_nothing_at_the_current_offset() -> None:
     first = scanner.feed("plain words. ")
     empty = scanner.feed("")
     assert (empty.offset, empty.text, empty.spans) == (len(first.text), "", ())
+
+
+def test_a_private_key_cut_far_from_its_header_is_not_handed_out_before_its_match() -> None:
+    """A key block longer than the prefilter's look-back, cut by a read boundary in its body:
+    the bytes handed out with the first chunk stop before the block, and the block comes
+    with its match once it is complete."""
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    lines = ["".join(rng.choice(alphabet) for _ in range(64)) for _ in range(40)]
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----"
+    data = (FILLER + pem + "\n" + FILLER).encode("latin-1")
+    start = len(FILLER)
+    expected = [(start, start + len(pem), "secret")]
+    assert _engine(data) == expected
+    for cut in (start + 1500, start + 2000, start + len(pem) - 10):
+        scanner = WindowScanner(Redactor())
+        offset, out, found = scanner.feed(data[:cut])
+        assert (offset, found) == (0, []) and len(out) <= start, cut
+        assert _prefiltered(data, [cut]) == expected
