@@ -272,3 +272,47 @@ def test_of_two_values_that_start_together_the_longer_is_redacted_whole() -> Non
     text = f"from {token}@example.com ok"
     assert Redactor().redact(text) == "from [REDACTED:email] ok"
     assert Redactor().redact(f"from {token} ok") == "from [REDACTED:secret] ok"
+
+
+# ------------------------------------------------------- credentials in code and config files
+
+GHP = "ghp_Xq7LmB2vRt9KpWz4NcY8HdJ3aQ5sE1uF6gH0"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"token {GHP} ok", GHP),
+        (f"**** token {GHP} ok", GHP),  # masking elsewhere in the text changes nothing
+        (f"token {GHP}#### ok", None),  # the visible start of a masked token
+        ("xoxp-1234567890-1234567890-####", None),
+    ],
+)
+def test_a_masked_token_is_no_secret_and_a_real_one_is(text: str, secret: str | None) -> None:
+    found = [text[s:e] for s, e, _ in Redactor(types=["secret"]).find(text)]
+    assert found == ([] if secret is None else [secret])
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("password = Xy7!kQz#", "Xy7!kQz#"),  # 8 characters: long enough
+        ("password = Xy7!kQz", None),  # 7: not
+        ("<dbPassword>Xy7!kQz#Lm9</dbPassword>", "Xy7!kQz#Lm9"),
+        ("    <dbPassword>Xy7!kQz#Lm9</dbPassword>", "Xy7!kQz#Lm9"),  # indented
+        ('props.setProperty("API_TOKEN", "Xq7LmB2vRt9KpWz4NcY8HdJ3")', "Xq7LmB2vRt9KpWz4NcY8HdJ3"),
+        ('setProperty(apiToken, "Xq7LmB2vRt9KpWz4NcY8HdJ3")', None),  # a variable, not a name
+    ],
+)
+def test_credentials_in_config_and_code(text: str, secret: str | None) -> None:
+    found = [text[s:e] for s, e, _ in Redactor(types=["secret"]).find(text)]
+    assert found == ([] if secret is None else [secret])
+
+
+def test_a_private_key_block_needs_key_material() -> None:
+    r = Redactor(types=["secret"])
+    empty = "-----BEGIN PRIVATE KEY-----\nanything here\n-----END PRIVATE KEY-----"
+    assert r.find(f"see {empty} ok") == []
+    line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+    real = f"-----BEGIN PRIVATE KEY-----\n{line}\n-----END PRIVATE KEY-----"
+    assert [(s, e) for s, e, _ in r.find(f"see {real} ok")] == [(4, 4 + len(real))]
