@@ -109,6 +109,12 @@ NATIONAL = [
     ("55 1234 5678", True),  # Mexico
     ("15 1234 5678", False),
     ("978 3 16 148410", False),  # ISBN: a one-digit group
+    ("0 532 123 45 67", True),  # Turkey: the trunk 0 written apart
+    ("0 4321 123456", True),  # ... it belongs to the area code (2 to 5 digits with it)
+    ("0 43211 12345", False),
+    ("(02) 123 45 67", True),  # bracketed area code, 9 digits (Belgium)
+    ("030 1234 56789", True),  # trunk 0: 9 to 12 digits
+    ("030 1234 567890", False),
 ]
 
 
@@ -298,6 +304,10 @@ def test_a_masked_token_is_no_secret_and_a_real_one_is(text: str, secret: str | 
     [
         ("password = Xy7!kQz#", "Xy7!kQz#"),  # 8 characters: long enough
         ("password = Xy7!kQz", None),  # 7: not
+        ("password = abcdefgh12345678", None),  # typed by hand: runs of consecutive characters
+        ("password = Settings.DbPassword", None),  # a dotted name in code
+        ("password = 73920584", None),  # a short number: a count, a port, a code
+        ("password = 7392058461730295", "7392058461730295"),  # a long random one
         ("<dbPassword>Xy7!kQz#Lm9</dbPassword>", "Xy7!kQz#Lm9"),
         ("    <dbPassword>Xy7!kQz#Lm9</dbPassword>", "Xy7!kQz#Lm9"),  # indented
         ('props.setProperty("API_TOKEN", "Xq7LmB2vRt9KpWz4NcY8HdJ3")', "Xq7LmB2vRt9KpWz4NcY8HdJ3"),
