@@ -305,12 +305,14 @@ def test_a_masked_token_is_no_secret_and_a_real_one_is(text: str, secret: str | 
         ("password = Xy7!kQz#", "Xy7!kQz#"),  # 8 characters: long enough
         ("password = Xy7!kQz", None),  # 7: not
         ("password = abcdefgh12345678", None),  # typed by hand: runs of consecutive characters
+        ("password = Abcdefgh-1234567", None),
         ("password = Settings.DbPassword", None),  # a dotted name in code
         ("password = 73920584", None),  # a short number: a count, a port, a code
         ("password = 7392058461730295", "7392058461730295"),  # a long random one
         ("<dbPassword>Xy7!kQz#Lm9</dbPassword>", "Xy7!kQz#Lm9"),
         ("    <dbPassword>Xy7!kQz#Lm9</dbPassword>", "Xy7!kQz#Lm9"),  # indented
         ('props.setProperty("API_TOKEN", "Xq7LmB2vRt9KpWz4NcY8HdJ3")', "Xq7LmB2vRt9KpWz4NcY8HdJ3"),
+        ('props.setProperty("API_TOKEN" , "Xq7LmB2vRt9KpWz4NcY8HdJ3")', "Xq7LmB2vRt9KpWz4NcY8HdJ3"),
         ('setProperty(apiToken, "Xq7LmB2vRt9KpWz4NcY8HdJ3")', None),  # a variable, not a name
     ],
 )
