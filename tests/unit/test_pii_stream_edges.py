@@ -290,3 +290,17 @@ def test_a_private_key_cut_far_from_its_header_is_not_handed_out_before_its_matc
         offset, out, found = scanner.feed(data[:cut])
         assert (offset, found) == (0, []) and len(out) <= start, cut
         assert _prefiltered(data, [cut]) == expected
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"(?i:emp)-\d{6}", r"x?(?:(?i:emp)|zz)-\d{6}", r"(?i)emp-\d{6}"]
+)
+def test_a_case_insensitive_custom_pattern_cut_anywhere_is_found(pattern: str) -> None:
+    """A scoped `(?i:…)` folds case in the hold-back class as a global `(?i)` does (a chunk
+    ending after `E` of `EMP-004211` once let it stream through)."""
+    r = Redactor(types=[], custom=[("employee_id", pattern)])
+    text = "badge EMP-004211 used"
+    whole = [(s, e, d.type) for s, e, d in r.find(text)]
+    assert whole
+    for i in range(len(text) + 1):
+        assert _stream(r, text, [i]) == whole, i
