@@ -267,6 +267,56 @@ def run_group(
     }
 
 
+def confirm(group: Group, root: Path, names: list[str]) -> dict[str, object]:
+    """Apply each named mutant to the sources of a finished run's copy, one at a time, and run
+    the group's tests in a fresh process. For mutants of code that runs at import time
+    (module-level tables, detectors built once): mutmut imports the package before it forks
+    per mutant, so those mutants are never active in its runs and count as survivors."""
+    workdir = root / group.name
+    if not (workdir / "mutants").is_dir():
+        raise SystemExit(f"{group.name}: run the group first ({workdir} has no mutants)")
+    _, tests = _resolve(workdir, group, sample=False)
+    mutmut = Path(sys.executable).parent / "mutmut"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(workdir / "src"), str(Path(__file__).parent)]),
+        "SECUREAI_HYPOTHESIS_PROFILE": "mutation",
+    }
+    env.pop("MUTANT_UNDER_TEST", None)
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN]
+    pytest_cmd += ["-m", "not integration and not slow", "-x", "-q"]
+    pytest_cmd += [f"--deselect={t}" for t in group.deselect] + tests
+
+    def run_tests() -> int:
+        return subprocess.run(
+            pytest_cmd,
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        ).returncode
+
+    if run_tests() != 0:  # the control: a mutant only counts as killed if this passes
+        raise SystemExit(f"{group.name}: the tests fail on the unmutated copy in {workdir}")
+    killed: list[str] = []
+    survived: list[str] = []
+    for name in names:
+        module = name.rsplit(".", 1)[0].replace(".", "/")  # secureai.pii.detectors.x_f__mutmut_1
+        path = workdir / "src" / f"{module}.py"
+        original = path.read_text()
+        try:
+            subprocess.run([str(mutmut), "apply", name], cwd=workdir, env=env, check=True)
+            if path.read_text() == original:
+                raise SystemExit(f"{name}: mutmut apply changed nothing")
+            rc = run_tests()
+        finally:
+            path.write_text(original)
+        (killed if rc != 0 else survived).append(name)  # 0: every test passed on the mutant
+        print(f"    {'killed' if name in killed else 'survived'} (pytest exit {rc}): {name}")
+    return {"group": group.name, "confirmed_killed": killed, "confirmed_survived": survived}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -285,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--worktree", action="store_true", help="mutate the working tree, not HEAD")
     parser.add_argument("--check", action="store_true", help="exit 1 if a group misses its target")
+    parser.add_argument(
+        "--confirm",
+        action="append",
+        default=[],
+        metavar="MUTANT",
+        help="after a run of one group: apply this survivor to the copy's sources and run the "
+        "group's tests in a fresh process (import-time code; repeatable)",
+    )
     args = parser.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
@@ -292,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     names = args.groups or [g for g in GROUPS if GROUPS[g].sample or not args.sample]
     root = args.workdir or Path(tempfile.gettempdir()) / "secureai-mutation"
     root.mkdir(parents=True, exist_ok=True)
+    if args.confirm:
+        if len(names) != 1:
+            parser.error("--confirm takes exactly one group")
+        result = confirm(GROUPS[names[0]], root, args.confirm)
+        (root / "confirm.json").write_text(json.dumps(result, indent=2))
+        return 0
     report = []
     for name in names:
         summary = run_group(

@@ -1213,14 +1213,38 @@ def _class_parts(parsed: Any, parts: list[str]) -> bool:
     return True
 
 
+def _folds_case(parsed: Any) -> bool:
+    """Whether any group of the pattern turns case-insensitive matching on (``(?i:…)``)."""
+    c = _sre_constants
+    for op, av in parsed:
+        if op is c.SUBPATTERN:
+            if av[1] & re.IGNORECASE or _folds_case(av[3]):
+                return True
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            if _folds_case(av[2]):
+                return True
+        elif op is c.ATOMIC_GROUP:
+            if _folds_case(av):
+                return True
+        elif op is c.BRANCH:
+            if any(_folds_case(sub) for sub in av[1]):
+                return True
+        elif op is c.GROUPREF_EXISTS:
+            if any(sub is not None and _folds_case(sub) for sub in av[1:]):
+                return True
+        elif op in (c.ASSERT, c.ASSERT_NOT) and _folds_case(av[1]):
+            return True
+    return False
+
+
 def custom_detector(name: str, regex: str) -> Detector:
     parsed = _sre_parser.parse(regex)
     parts: list[str] = []
     charset: str | None = None
     if _class_parts(parsed, parts) and parts:
         charset = "[" + "".join(parts) + "]"
-        if parsed.state.flags & re.IGNORECASE:
-            charset = "(?i:" + charset + ")"
+        if parsed.state.flags & re.IGNORECASE or _folds_case(parsed):
+            charset = "(?i:" + charset + ")"  # a scoped (?i:…) folds the whole class: a superset
     return Detector(
         type=name,
         pattern=re.compile(regex),
