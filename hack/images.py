@@ -284,7 +284,10 @@ def project_layer(extra: dict[str, bytes] | None = None) -> Layer:
     layer = Layer()
     for rel in project_files():
         layer.file(f"{SITE}/{rel.removeprefix('operator/')}", (REPO / rel).read_bytes())
-    launcher = f"#!{PYTHON}\nimport sys\nfrom secureai.cli.main import main\nsys.exit(main())\n"
+    launcher = (
+        f"#!{PYTHON}\nimport sys\nfrom secureai.cli.main import main\n"
+        'if __name__ == "__main__":  # a spawned child imports it too\n    sys.exit(main())\n'
+    )
     layer.file("usr/local/bin/secureai", launcher.encode(), 0o755)
     for path, data in (extra or {}).items():
         layer.file(path, data)

@@ -115,3 +115,28 @@ def test_renewals_do_not_wait_for_each_other_on_a_slow_api_server() -> None:
         await leader.stop()
 
     asyncio.run(run())
+
+
+class SilentApi(LeaseApi):
+    """An API server that never answers."""
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_readiness_waits_for_the_keepers_first_answer() -> None:
+    """A standby is ready only once its keeper watches the Lease (else it could not take over)."""
+
+    async def run() -> None:
+        silent = Leader(ThreadKeeper(lock(SilentApi(), "a")))
+        silent.start()
+        assert not await silent.watching(timeout=0.3)
+        answering = Leader(ThreadKeeper(lock(LeaseApi(), "b")))
+        answering.start()
+        assert await answering.watching(timeout=5)
+        await answering.stop()
+        silent_keeper = cast(ThreadKeeper, silent.keeper)
+        silent_keeper.shared.stopping.value = 1  # its thread stays blocked: a daemon
+
+    asyncio.run(run())

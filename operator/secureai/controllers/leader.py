@@ -24,8 +24,10 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +59,7 @@ class Shared:
         self.valid_until: Any = multiprocessing.RawValue("d", 0.0)
         self.renewals: Any = multiprocessing.RawValue("q", 0)
         self.stopping: Any = multiprocessing.RawValue("b", 0)
+        self.rounds: Any = multiprocessing.RawValue("q", 0)  # answers seen from the API server
 
     def holds(self) -> bool:
         return bool(self.leading.value) and time.monotonic() < self.valid_until.value
@@ -123,6 +126,7 @@ class LeaseLoop:
         self._publish(held, started)
 
     def _publish(self, held: bool, started: float) -> None:
+        self.shared.rounds.value += 1
         took = time.monotonic() - started
         if took > self.lock.duration / 2:
             log.warning("leader lease: a round took %.2f s", took)
@@ -194,7 +198,14 @@ class ProcessKeeper:
             name="lease",
             daemon=True,
         )
-        self._process.start()
+        # Under an empty __main__: a spawned interpreter imports the parent's main module
+        # first (the whole CLI, seconds of start-up during which it could not take over).
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            self._process.start()
+        finally:
+            sys.modules["__main__"] = main
 
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
@@ -269,6 +280,16 @@ class Leader:
         if self.keeper is not None and self._task is None:
             self.keeper.start()
             self._task = asyncio.create_task(self._watch())
+
+    async def watching(self, timeout: float) -> bool:
+        """Wait until the keeper has had an answer from the API server, so that a standby that
+        says it is ready could also take over; False at the deadline."""
+        deadline = time.monotonic() + timeout
+        while self.keeper is not None and not self.keeper.shared.rounds.value:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(POLL_SECONDS)
+        return True
 
     async def _watch(self) -> None:
         """Hand the keeper's transitions to this loop; restart a keeper that died."""

@@ -230,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
             )
         await warm_caches(reconciler, args.namespace, quarantines)
         await reconciler.prepare_all()  # a standby is ready once it could take over at once
+        if not await leader.watching(timeout=60):
+            log.warning("leader lease: no answer from the API server yet; ready regardless")
         background.append(
             asyncio.create_task(resync_forever(reconciler, RESYNC_SECONDS, args.namespace))
         )
