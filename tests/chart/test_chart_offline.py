@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -30,10 +29,8 @@ CHART = REPO / "charts" / "secureai-operator"
 K8S_VERSION = "1.37"
 RELEASE, NAMESPACE = "secureai", "secureai-system"
 # Kinds of CRDs that kubernetes-validate cannot know: prometheus-operator's (not installed with
-# this chart; no schema to check against offline) and kopf's peering objects (checked below
-# against the chart's own CRD schema instead).
+# this chart; no schema to check against offline).
 FOREIGN_KINDS = {"ServiceMonitor", "PrometheusRule"}
-KOPF_KINDS = {"ClusterKopfPeering", "KopfPeering"}
 MANAGED = "app.kubernetes.io/managed-by"
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -134,7 +131,7 @@ def test_rendered_manifests_validate_offline_strict(name: str) -> None:
     checked = 0
     for doc in rendered(name):
         kind = doc["kind"]
-        if kind in FOREIGN_KINDS or kind in KOPF_KINDS:
+        if kind in FOREIGN_KINDS:
             continue
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -144,21 +141,25 @@ def test_rendered_manifests_validate_offline_strict(name: str) -> None:
     assert checked >= 10
 
 
-def test_kopf_peering_objects_match_the_chart_crd() -> None:
-    crds = {
-        d["spec"]["names"]["kind"]: d for d in rendered() if d["kind"] == "CustomResourceDefinition"
-    }
-    seen = 0
-    for _name, doc in all_docs():
-        if doc["kind"] in KOPF_KINDS:
-            crd = crds[doc["kind"]]
-            version = crd["spec"]["versions"][0]
-            assert doc["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
-            body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
-            jsonschema.validate(body, version["schema"]["openAPIV3Schema"])
-            assert ("namespace" in doc["metadata"]) == (crd["spec"]["scope"] == "Namespaced")
-            seen += 1
-    assert seen == 4  # a ClusterKopfPeering in defaults and monitoring, two KopfPeerings
+def test_replicas_coordinate_through_a_lease_not_kopf_peering() -> None:
+    """The leader Lease is the only coordination object: no kopf peering kinds, CRDs or
+    rights (kopf runs standalone; docs/architecture.md "Leadership")."""
+    for name in VALUE_SETS:
+        docs = rendered(name)
+        assert not [d for d in docs if d["apiVersion"].startswith("kopf.dev/")], name
+        assert not [
+            rule
+            for d in docs
+            if d["kind"] in ("ClusterRole", "Role")
+            for rule in d.get("rules") or []
+            if "kopf.dev" in rule.get("apiGroups", [])
+        ], name
+    roles = {d["metadata"]["name"]: d for d in by_kind(rendered(), "Role")}
+    leader = roles[f"{RELEASE}-secureai-operator-leader"]
+    args = one(rendered(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    lease = args[args.index("--peering") + 1]
+    assert leader["rules"][0]["resourceNames"] == [lease]
+    assert leader["rules"][0]["resources"] == ["leases"]
 
 
 def test_monitoring_kinds_are_only_rendered_on_request() -> None:
@@ -211,12 +212,7 @@ def test_chart_crds_are_exact_copies_of_the_repo_crds() -> None:
             f"charts/secureai-operator/crds/{name} differs from crds/{name}"
         )
     extra = set(chart) - set(repo)
-    assert extra == {"kopf-peering.yaml"}, extra
-    peering = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
-    assert sorted(d["metadata"]["name"] for d in peering) == [
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    ]
+    assert not extra, extra
 
 
 def test_sync_waves_put_crds_first_and_the_operator_after_its_config() -> None:
@@ -348,8 +344,6 @@ def test_namespaced_mode_grants_namespaced_rights_only_in_the_watched_namespaces
     )
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--namespace") :].count("--namespace") == 2
-    peerings = by_kind(docs, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["ml-serving", "ml-team"]
 
 
 # --- 4. the operator's Deployment ------------------------------------------------------------
@@ -388,7 +382,7 @@ def test_deployment_is_ha_probed_bounded_and_spread() -> None:
     # the command line is one `secureai run` accepts, with the chart's ports and peering name
     assert container["command"] == ["secureai"]
     args = build_parser().parse_args(container["args"])
-    assert args.peering == one(docs, "ClusterKopfPeering")["metadata"]["name"]
+    assert args.peering == f"{RELEASE}-secureai-operator"  # the leader Lease
     assert (args.health_port, args.metrics_port) == (ports["health"], ports["metrics"])
     assert args.policy == "/etc/secureai/policy.yaml"
     env = {e["name"]: e for e in container["env"]}
@@ -550,7 +544,7 @@ def test_operator_confinement_matches_only_the_operator_and_its_writable_kinds()
         (g, r)
         for (g, r), verbs in _operator_rules(docs).items()
         if verbs & {"create", "update", "patch", "delete"}
-        and g not in ("secureai.dev", "kopf.dev", "coordination.k8s.io")  # Lease: own-ns Role
+        and g not in ("secureai.dev", "coordination.k8s.io")  # Lease: own-ns Role
         and r != "events"
     }
     assert covered == writable

@@ -291,7 +291,7 @@ def chart_op(
     """The chart's command line and RBAC, with one change: the cluster is shared with other
     test modules, so instead of cluster-wide peering the process watches only this module's
     namespaces (`--namespace`, standalone). Its rights are still the chart's cluster-wide ones;
-    the peering rights are checked on their own (test_peering_rights)."""
+    the Lease rights are checked on their own (test_leader_lease_rights)."""
     process = chart_operator(cluster, release, tmp_path_factory.mktemp("chart-operator"))
     args = list(process.args)
     peering = args.index("--peering")

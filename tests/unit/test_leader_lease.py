@@ -26,14 +26,14 @@ class LeaseApi:
             if self.lease is None:
                 raise ApiError(404, "NotFound", "")
             return copy.deepcopy(self.lease)
-        if method == "PATCH":  # JSON patch: a `test` of the holder, then `add`s
+        if method == "PATCH":  # JSON patch: a `test` of the holder, then `add`s and `replace`s
             if self.lease is None:
                 raise ApiError(404, "NotFound", "")
             for op in body:
                 field = op["path"].rsplit("/", 1)[1]
                 if op["op"] == "test" and self.lease["spec"].get(field) != op["value"]:
                     raise ApiError(422, "Invalid", "test failed")
-                if op["op"] == "add":
+                if op["op"] in ("add", "replace"):
                     self.lease["spec"][field] = op["value"]
             self.version += 1
             self.lease["metadata"]["resourceVersion"] = str(self.version)

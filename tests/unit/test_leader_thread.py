@@ -1,5 +1,6 @@
 """The Lease is kept on its own thread: a blocked operator loop delays neither a renewal nor a
-take-over, transitions reach the operator's loop, and stop() releases at once."""
+take-over, transitions reach the operator's loop, and stop() releases at once and writes on
+until a successor holds the Lease."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import cast
 from test_leader_lease import CLOCK, LeaseApi
 
 from clusterkit import wait_for
-from secureai.controllers.leader import Leader, ThreadKeeper
+from secureai.controllers.leader import HAND_OVER_VALID, Leader, ThreadKeeper
 from secureai.k8s.client import KubeClient
 from secureai.k8s.lease import LeaseLock
 
@@ -67,6 +68,35 @@ def test_stop_closes_the_gate_and_releases_the_lease() -> None:
         assert await standby.try_acquire_or_renew()  # released: taken at once
         await asyncio.sleep(0.3)
         assert not leader.leading()  # never takes the lead again once stopped
+
+    asyncio.run(run())
+
+
+def test_a_hand_over_writes_on_until_a_successor_holds_the_lease() -> None:
+    """A graceful shutdown leaves no moment in which no replica may write."""
+    api = LeaseApi()
+    leader = Leader(ThreadKeeper(lock(api, "a")))
+    successor = lock(api, "b")
+
+    def holder() -> str:
+        assert api.lease is not None
+        return str(api.lease["spec"]["holderIdentity"])
+
+    async def run() -> None:
+        leader.start()
+        await until(leader.leading, 5)
+        stopping = asyncio.create_task(leader.stop())
+        await until(lambda: holder() == "", 2)
+        for _ in range(10):  # released and nobody holds it: still the writer
+            assert leader.may_write("PATCH")
+            await asyncio.sleep(0.05)
+        assert await successor.try_acquire_or_renew()
+        acquired = time.monotonic()
+        await until(lambda: not leader.may_write("PATCH"), 1)
+        assert time.monotonic() - acquired <= HAND_OVER_VALID + 0.05
+        await stopping
+        assert not leader.leading()
+        assert holder() == "b"
 
     asyncio.run(run())
 

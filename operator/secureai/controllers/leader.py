@@ -5,6 +5,11 @@ has seen the record unchanged for a lease duration, or at once when the leader r
 on a graceful shutdown. The leader stops writing when it could not renew within 3/4 of the
 duration, before any standby may take over. Standalone (no Lease name): always the leader.
 
+A graceful hand-over (SIGTERM) leaves no moment in which nobody writes: the leader releases
+the Lease and keeps writing while every read of it (one each 50 ms) finds it free, until a
+successor holds it or 2 s have passed. Both may write for at most one read's time; both
+render the same desired state, so the overlap can repeat a revert, never undo one.
+
 The Lease is kept by a small process of its own (`ProcessKeeper`), as client-go keeps it on a
 goroutine of its own: in the operator's process, a busy loop (renders, bursts of watch events)
 held the interpreter lock and made renewals late by up to 1.2 s on a loaded machine, which
@@ -47,6 +52,9 @@ VALID_SHARE = 0.75
 RETRY_SECONDS = 0.1
 POLL_SECONDS = 0.02  # how soon a transition reaches the operator's loop
 RELEASE_TIMEOUT = 2.0
+HAND_OVER_SECONDS = 2.0  # the longest a leader waits for a successor (then it just stops)
+HAND_OVER_POLL = 0.05
+HAND_OVER_VALID = 0.25  # writes stay allowed this long after a read that found the Lease free
 PR_SET_PDEATHSIG = 1
 
 
@@ -59,6 +67,7 @@ class Shared:
         self.valid_until: Any = multiprocessing.RawValue("d", 0.0)
         self.renewals: Any = multiprocessing.RawValue("q", 0)
         self.stopping: Any = multiprocessing.RawValue("b", 0)
+        self.handing: Any = multiprocessing.RawValue("b", 0)  # release, write until succeeded
         self.rounds: Any = multiprocessing.RawValue("q", 0)  # answers seen from the API server
 
     def holds(self) -> bool:
@@ -69,7 +78,7 @@ class LeaseLoop:
     """The keeper: as a candidate, a round every 0.1 s (read, judge, take over); as the
     holder, a renewal every 0.2 s that does not wait for the one before (a slow API server
     then delays each renewal but not the next). Publishes the result until told to stop;
-    then releases the Lease if held (a graceful hand-over)."""
+    then releases the Lease if held; told to hand over, writes on until a successor holds it."""
 
     def __init__(self, lock: LeaseLock, shared: Shared, parent: int | None = None) -> None:
         self.lock, self.shared, self.parent = lock, shared, parent
@@ -78,6 +87,9 @@ class LeaseLoop:
     async def run(self) -> None:
         try:
             while not self._done():
+                if self.shared.handing.value:
+                    await self._hand_over()
+                    break
                 if self.shared.leading.value and self.lock.holding():
                     if len(self._renewals) < MAX_RENEWALS_IN_FLIGHT:
                         task = asyncio.create_task(self._renew())
@@ -97,6 +109,31 @@ class LeaseLoop:
         finally:
             with contextlib.suppress(Exception):
                 await self.lock.kube.close()
+
+    async def _hand_over(self) -> None:
+        for task in list(self._renewals):
+            task.cancel()
+        if not self.shared.leading.value:
+            return
+        deadline = time.monotonic() + HAND_OVER_SECONDS
+        try:
+            released = await asyncio.wait_for(self.lock.release(), RELEASE_TIMEOUT)
+        except Exception as exc:
+            log.warning("leader lease: release: %s", str(exc)[:300])
+            released = False
+        while released and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                holder = await asyncio.wait_for(self.lock.holder(), HAND_OVER_VALID)
+            except Exception:
+                break
+            if holder:  # a successor: it writes from now on
+                break
+            self.shared.valid_until.value = started + HAND_OVER_VALID
+            await asyncio.sleep(max(0.0, started + HAND_OVER_POLL - time.monotonic()))
+        self.shared.valid_until.value = 0.0
+        self.shared.leading.value = 0
+        log.info("lease handed over" if released else "lease not held at hand-over")
 
     async def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -130,7 +167,7 @@ class LeaseLoop:
         took = time.monotonic() - started
         if took > self.lock.duration / 2:
             log.warning("leader lease: a round took %.2f s", took)
-        if self.shared.stopping.value:
+        if self.shared.stopping.value or self.shared.handing.value:
             return  # the operator gave up writing: never take the lead again
         if held and self.lock.holding():
             until = started + self.lock.duration * VALID_SHARE
@@ -297,7 +334,8 @@ class Leader:
         assert keeper is not None
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            if not keeper.alive() and not keeper.shared.stopping.value:
+            stopping = keeper.shared.stopping.value or keeper.shared.handing.value
+            if not keeper.alive() and not stopping:
                 log.warning("leader lease: the keeper stopped; starting it again")
                 keeper.start()
             self._set(self.leading())
@@ -315,11 +353,14 @@ class Leader:
         (self.on_started if leading else self.on_stopped)()
 
     async def stop(self) -> None:
-        """Stop writing now, then have the keeper release the Lease so that a standby takes
-        over at once (graceful shutdown)."""
+        """Hand over (graceful shutdown): the keeper releases the Lease and the gate stays
+        open until a successor holds it; then stop writing for good."""
         keeper = self.keeper
         if keeper is None or self._task is None:
             return
+        keeper.shared.handing.value = 1
+        if keeper.alive():
+            await asyncio.to_thread(keeper.join, HAND_OVER_SECONDS + RELEASE_TIMEOUT + 1)
         keeper.shared.stopping.value = 1
         keeper.shared.valid_until.value = 0.0  # no write passes the gate from here on
         self._task.cancel()

@@ -143,17 +143,31 @@ class LeaseLock:
             raise  # a 409 here is the server's own retries giving up: try again
         return True
 
-    async def release(self) -> None:
-        """Hand over at once: an empty holder is free to take (graceful shutdown)."""
+    async def release(self) -> bool:
+        """Hand over at once: an empty holder is free to take (graceful shutdown). One JSON
+        patch that applies only while this replica holds the record; False if it did not."""
         self._held = None
+        patch = [
+            {"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+            {"op": "replace", "path": "/spec/holderIdentity", "value": ""},
+            {"op": "add", "path": "/spec/renewTime", "value": micro_iso(self.clock.now())},
+        ]
+        try:
+            await self.kube.request(
+                "PATCH", self._path, body=patch, content_type="application/json-patch+json"
+            )
+        except ApiError as exc:
+            if exc.status in (404, 422):
+                return False
+            raise
+        return True
+
+    async def holder(self) -> str:
+        """Who holds the record now ("" when nobody does or there is none)."""
         try:
             current = await self.kube.request("GET", self._path)
-        except ApiError:
-            return
-        spec = current.get("spec") or {}
-        if spec.get("holderIdentity") != self.identity:
-            return
-        body = self._body(current, int(spec.get("leaseTransitions") or 0))
-        body["spec"]["holderIdentity"] = ""
-        body["spec"]["leaseDurationSeconds"] = 1
-        await self.kube.request("PUT", self._path, body=body)
+        except ApiError as exc:
+            if exc.status == 404:
+                return ""
+            raise
+        return str((current.get("spec") or {}).get("holderIdentity") or "")
