@@ -101,14 +101,21 @@ def workloads(cluster: Cluster, crds: None) -> Iterator[tuple[str, list[str]]]:
 
 class Tamperer:
     """Scales one workload's Deployment every 200 ms (round robin) as another field manager,
-    and measures how long each tamper stands (until the Deployment is back at REPLICAS)."""
+    and measures how long each tamper stands: from just before its request until the watch
+    shows the Deployment back at REPLICAS in a resourceVersion after the tamper's (a revert
+    seen before the tamper's own response arrived still closes it). Also records what a flap
+    or an Event storm would show: every spec but `replicas` seen, and the generations."""
 
     def __init__(self, k8s: Any, ns: str, names: list[str]) -> None:
         self.apps = client.AppsV1Api(k8s)
         self.ns, self.names = ns, names
-        self.open: dict[str, list[float]] = {n: [] for n in names}
+        self.open: dict[str, list[tuple[float, int]]] = {n: [] for n in names}
+        self.reverted: dict[str, tuple[int, float]] = {}  # last revert seen: (version, when)
         self.standing: list[float] = []
         self.closed: list[tuple[float, float]] = []  # (tampered at, stood for)
+        self.tampers: dict[str, int] = dict.fromkeys(names, 0)
+        self.specs: dict[str, set[str]] = {n: set() for n in names}
+        self.generations: dict[str, list[int]] = {n: [] for n in names}
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads = [
@@ -124,22 +131,34 @@ class Tamperer:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         for t in self.threads:
-            t.join(timeout=10)
+            t.join(timeout=40)
 
     def _tamper(self) -> None:
         i = 0
         while not self.stop.is_set():
             name = self.names[i % len(self.names)]
             i += 1
+            sent = time.monotonic()
             try:
-                self.apps.patch_namespaced_deployment_scale(
+                scale = self.apps.patch_namespaced_deployment_scale(
                     name, self.ns, {"spec": {"replicas": 5}}, field_manager="attacker"
                 )
-                with self.lock:
-                    self.open[name].append(time.monotonic())
             except client.ApiException:
-                pass
+                self.stop.wait(TAMPER_EVERY)
+                continue
+            version = int(scale.metadata.resource_version)
+            with self.lock:
+                self.tampers[name] += 1
+                seen = self.reverted.get(name)
+                if seen is not None and seen[0] > version:  # its revert came first
+                    self._close(sent, seen[1])
+                else:
+                    self.open[name].append((sent, version))
             self.stop.wait(TAMPER_EVERY)
+
+    def _close(self, sent: float, at: float) -> None:
+        self.standing.append(at - sent)
+        self.closed.append((sent, at - sent))
 
     def _watch(self) -> None:
         """A watch, not a poll: listing every few ms loaded the API server the test measures."""
@@ -147,7 +166,7 @@ class Tamperer:
             stream = watch.Watch()
             try:
                 for event in stream.stream(
-                    self.apps.list_namespaced_deployment, self.ns, timeout_seconds=30
+                    self.apps.list_namespaced_deployment, self.ns, timeout_seconds=5
                 ):
                     self._seen(event["object"])
                     if self.stop.is_set() and not any(self.open.values()):
@@ -162,19 +181,51 @@ class Tamperer:
     def _seen(self, deployment: Any) -> None:
         now = time.monotonic()
         name = deployment.metadata.name
+        if name not in self.open:
+            return
+        version = int(deployment.metadata.resource_version)
+        spec = self.apps.api_client.sanitize_for_serialization(deployment.spec)
+        spec.pop("replicas", None)
         with self.lock:
-            if name in self.open and deployment.spec.replicas == REPLICAS and self.open[name]:
-                self.standing += [now - t for t in self.open[name]]
-                self.closed += [(t, now - t) for t in self.open[name]]
-                self.open[name] = []
+            self.specs[name].add(json.dumps(spec, sort_keys=True))
+            self.generations[name].append(int(deployment.metadata.generation))
+            if deployment.spec.replicas != REPLICAS:
+                return
+            self.reverted[name] = (version, now)
+            still = []
+            for sent, tampered in self.open[name]:
+                if tampered < version:
+                    self._close(sent, now)
+                else:
+                    still.append((sent, tampered))
+            self.open[name] = still
 
     def _deadline(self) -> float:
-        return max((t for ts in self.open.values() for t in ts), default=0.0) + 30
+        return max((t for ts in self.open.values() for t, _ in ts), default=0.0) + 30
 
     def oldest_open(self) -> float:
         with self.lock:
-            opened = [t for ts in self.open.values() for t in ts]
+            opened = [t for ts in self.open.values() for t, _ in ts]
         return time.monotonic() - min(opened) if opened else 0.0
+
+    def assert_no_flap(self) -> None:
+        """Only `replicas` ever changed, and each tamper cost at most one revert (a second
+        write of the same Deployment for one tamper is a fight between replicas)."""
+        for name in self.names:
+            assert len(self.specs[name]) == 1, f"{name}: the template changed: a flap"
+            generations = self.generations[name]
+            writes = max(generations) - min(generations)
+            assert writes <= 2 * self.tampers[name] + 1, (name, writes, self.tampers[name])
+
+
+def drift_events(k8s: Any, ns: str) -> int:
+    """Events the replicas posted in the namespace (each counted once per occurrence)."""
+    total = 0
+    for event in client.CoreV1Api(k8s).list_namespaced_event(ns).items:
+        source = event.source.component if event.source else None
+        if (source or event.reporting_component or "").startswith("secureai"):
+            total += event.count or 1
+    return total
 
 
 def figures(values: list[float]) -> dict[str, float]:
@@ -200,6 +251,7 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
             wait_ready(cluster, "sis", ns, name, timeout=120)
         kills: list[float] = []
         takeovers: list[float] = []
+        events_before = drift_events(k8s, ns)
         with Tamperer(k8s, ns, names) as tamperer:
             for kill in range(KILLS):
                 leader = wait_for(
@@ -227,6 +279,7 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
                     ).start()
                 )
                 assert tamperer.oldest_open() < 2.0
+        events = drift_events(k8s, ns) - events_before
         stats = figures(tamperer.standing)
         # Tampers made in the 1.5 s after a SIGKILL: the ones the failover must catch.
         after_kill = [stood for t, stood in tamperer.closed if any(0 <= t - k < 1.5 for k in kills)]
@@ -241,6 +294,7 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
             "failover_revert_p99_s": round(failover["p99"], 3),
             "failover_revert_max_s": round(failover["max"], 3),
             "failover_takeover_max_s": round(max(takeovers), 3),
+            "failover_events_per_tamper": round(events / max(1, len(tamperer.standing)), 3),
         }
         print(f"failover: {report}")
         out = os.environ.get("SECUREAI_FAILOVER_REPORT")
@@ -248,6 +302,9 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
             Path(out).write_text(json.dumps(report))
         assert not any(tamperer.open.values()), "tampers never reverted"
         assert stats["max"] < 2.0, stats
+        tamperer.assert_no_flap()
+        # one Event per revert; a few more at most where a take-over and a revert crossed
+        assert events <= len(tamperer.standing) + 2 * KILLS, (events, len(tamperer.standing))
     finally:
         for p in replicas:
             p.stop()
@@ -295,7 +352,10 @@ def test_standby_writes_nothing_and_sigterm_hands_over_at_once(
             time.sleep(2)
         stats = figures(tamperer.standing)
         print(f"SIGTERM hand-over in {took:.2f} s; standing s: {stats}")
+        assert not any(tamperer.open.values()), "tampers never reverted"
+        # no window: a tamper stands no longer than one revert, with or without a hand-over
         assert stats["max"] < 1.0, stats
+        tamperer.assert_no_flap()
     finally:
         leader.stop()
         standby.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import pytest
 from nodekit import UID, image, pin_to_real_node, read_only_claim, volume_dir
 
 from clusterkit import Cluster, wait_for
+from datasetgen import value
 from operatorkit import OperatorProcess, apply_yaml, condition
 from secureai.crypto.signing import tree_digest
 
@@ -47,18 +49,24 @@ def _kek_secret(name: str, ns: str, key_file: Path) -> dict[str, Any]:
 
 
 def encrypted_dataset(
-    cluster: Cluster, ns: str, claim: str, kek: Path, tmp: Path, size: int
+    cluster: Cluster,
+    ns: str,
+    claim: str,
+    kek: Path,
+    tmp: Path,
+    size: int,
+    files: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
     """Plaintext files, encrypted onto the claim's real volume; returns the plaintext."""
     plain = tmp / f"{claim}-plain"
-    (plain / "shards").mkdir(parents=True)
-    files = {
+    files = files or {
         "train.jsonl": b"".join(
             json.dumps({"i": i, "text": f"sample {i}"}).encode() + b"\n" for i in range(2000)
         ),
         "shards/blob.bin": os.urandom(size),
     }
     for rel, data in files.items():
+        (plain / rel).parent.mkdir(parents=True, exist_ok=True)
         (plain / rel).write_bytes(data)
     encrypted = tmp / f"{claim}-enc"
     secureai("dataset", "encrypt", "--key", str(kek), str(plain), str(encrypted))
@@ -228,3 +236,67 @@ def test_bad_key_or_tampered_dataset_fails_closed(
     output = volume_dir(cluster, ns, "train-output")
     assert [p for p in output.rglob("*") if p.is_file()] == []
     assert all(p.read_bytes()[:4] != b'{"i"' for p in volume.rglob("*") if p.is_file())
+
+
+def test_forbidden_personal_data_fails_the_run_before_the_trainer(
+    cluster: Cluster,
+    namespace_factory: Any,
+    e2e_operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """Issue 17, acceptance 3: a dataset holding a type the run may not see fails the decrypt
+    init container with counts (never values), the Job fails before the trainer starts, and
+    the CR says why in a condition, an Event and its lineage's census."""
+    ns = namespace_factory("e2e-pii")
+    pin_to_real_node(cluster, ns)
+    kek = tmp_path / "kek"
+    secureai("dataset", "keygen", "--out", str(kek))
+    apply_yaml(cluster, _kek_secret("kek", ns, kek))
+    rng = random.Random(29)
+    planted: dict[str, list[str]] = {"email": [], "payment_card": []}
+    rows = []
+    for i in range(300):
+        kind = "payment_card" if i % 100 == 7 else "email"
+        planted[kind].append(value(kind, rng, i))
+        rows.append(json.dumps({"i": i, "text": f"contact {planted[kind][-1]} about run {i}"}))
+    files = {"chat.jsonl": ("\n".join(rows) + "\n").encode()}
+    encrypted_dataset(cluster, ns, "corpus", kek, tmp_path, 0, files)
+    cr = training_cr(ns, "train", "corpus", "kek")
+    cr["spec"]["allowedPersonalData"] = ["email"]
+    apply_yaml(cluster, cr)
+    obj = wait_for(
+        lambda: phase_of(cluster, ns, "train", ("Succeeded", "Failed")),
+        timeout=240,
+        description="training finished",
+    )
+    assert obj["status"]["phase"] == "Failed", obj["status"]
+    ready = condition(obj, "Ready")
+    assert ready is not None and "payment_card=3" in ready["message"], ready
+    assert "email=" not in ready["message"], ready  # allowed types are not named
+    pod = job_pod(cluster, ns, "train")
+    trainer = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "trainer")
+    assert "running" not in trainer["state"] and not trainer["state"].get("terminated", {}).get(
+        "startedAt"
+    )
+    assert plaintext_on_node(pod) == []
+
+    def census() -> dict[str, Any] | None:
+        lineage = (workload_of(cluster, ns, "train").get("status") or {}).get("lineage") or {}
+        found = [c for c in lineage.get("datasetCensus") or [] if c.get("claimName") == "corpus"]
+        return found[0] if found and found[0].get("violation") else None
+
+    reported = wait_for(census, timeout=60, description="the refused census in status lineage")
+    assert reported["counts"] == {"email": 297, "payment_card": 3}
+    events = wait_for(
+        lambda: [
+            e
+            for e in cluster.kubectl_json("-n", ns, "get", "events")["items"]
+            if e["involvedObject"].get("name") == "train" and "payment_card" in e["message"]
+        ],
+        timeout=60,
+        description="an Event naming the forbidden type",
+    )
+    said = json.dumps([workload_of(cluster, ns, "train"), events, pod["status"]])
+    for values in planted.values():
+        assert not [v for v in values if v in said], "a value reached status or an Event"
+    print(f"e2e training forbidden data: {ready['message']}")
