@@ -101,6 +101,32 @@ def test_a_hand_over_writes_on_until_a_successor_holds_the_lease() -> None:
     asyncio.run(run())
 
 
+class SlowReleaseApi(LeaseApi):
+    """The release takes longer than the leader's validity (an API server under load)."""
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        body = kw.get("body")
+        if method == "PATCH" and isinstance(body, list) and body[1]["op"] == "replace":
+            await asyncio.sleep(1.0)
+        return await super().request(method, path, **kw)  # type: ignore[arg-type]
+
+
+def test_a_hand_over_never_starts_a_take_over() -> None:
+    """The gate may lapse while a slow release is in flight and open again when the Lease is
+    read free; that must not run the take-over pass (reverts, resync) a second time."""
+    api = SlowReleaseApi()
+    started: list[float] = []
+    leader = Leader(ThreadKeeper(lock(api, "a")), on_started=lambda: started.append(1.0))
+
+    async def run() -> None:
+        leader.start()
+        await until(lambda: started, 5)
+        await leader.stop()
+        assert started == [1.0]
+
+    asyncio.run(run())
+
+
 def test_a_standby_takes_over_a_dead_leader_while_its_loop_is_blocked() -> None:
     api = LeaseApi()
     dead = lock(api, "dead")

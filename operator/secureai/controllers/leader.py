@@ -121,6 +121,8 @@ class LeaseLoop:
         except Exception as exc:
             log.warning("leader lease: release: %s", str(exc)[:300])
             released = False
+        if released:  # held until the release landed: the gate stays open as after a read
+            self.shared.valid_until.value = time.monotonic() + HAND_OVER_VALID - HAND_OVER_POLL
         while released and time.monotonic() < deadline:
             started = time.monotonic()
             try:
@@ -338,7 +340,9 @@ class Leader:
             if not keeper.alive() and not stopping:
                 log.warning("leader lease: the keeper stopped; starting it again")
                 keeper.start()
-            self._set(self.leading())
+            leading = self.leading()
+            if not (leading and keeper.shared.handing.value):  # a hand-over only ends the lead
+                self._set(leading)
             renewals = keeper.shared.renewals.value
             if renewals != self._renewals and self._leading:
                 self._renewals = renewals
