@@ -30,7 +30,6 @@ def run(quick: bool) -> dict[str, Any]:
             **os.environ,
             **{k: str(v) for k, v in reports.items()},
             "SECUREAI_FUZZ_CASES": str(QUICK_FUZZ_CASES if quick else FULL_FUZZ_CASES),
-            "SECUREAI_FAILOVER_TESTS": "1",
         }
         tests = ["tests/integration/test_operator_drift_fuzz.py"]
         if not quick:

@@ -32,19 +32,14 @@ from operatorkit import (
 )
 
 LEASE = f"secureai-failover-{uuid.uuid4().hex[:6]}"
-# Not yet shown to be met: on 2026-11-30 the machine never fell below load 8 (2 cores shared
-# with three other jobs); there, API requests took 0.5-1.3 s, take-overs 2-3 s, and a tamper
-# stood 2.1 s within four kills (the Lease keeper process and overlapping renewals are proven by
-# tests/unit/test_leader_thread.py). Skipped so that `make test` stays green until measured on
-# a quiet machine; run with SECUREAI_FAILOVER_TESTS=1 (make bench runs the chaos test).
-pytestmark = pytest.mark.skipif(
-    os.environ.get("SECUREAI_FAILOVER_TESTS") != "1",
-    reason="failover < 2 s not yet met (issue 13, 4): set SECUREAI_FAILOVER_TESTS=1 to run",
-)
 WORKLOADS = 3
 KILLS = 10
 TAMPER_EVERY = 0.2
-REPLICAS = 1  # inference-cpu.yaml's
+# Tampers of the Deployment's spec that start or stop no pod. Scaling (the first version of
+# this test) made every tamper create and delete four kwok pods; with the real node's
+# kube-router on the same two cores, each pod event is a full iptables sync (789 syncs, 90 s
+# in a 3 min run) and the test measured that load more than the failover.
+TAMPERS = (("revisionHistoryLimit", 0), ("progressDeadlineSeconds", 1), ("minReadySeconds", 30))
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +95,19 @@ def workloads(cluster: Cluster, crds: None) -> Iterator[tuple[str, list[str]]]:
 
 
 class Tamperer:
-    """Scales one workload's Deployment every 200 ms (round robin) as another field manager,
-    and measures how long each tamper stands: from just before its request until the watch
-    shows the Deployment back at REPLICAS in a resourceVersion after the tamper's (a revert
-    seen before the tamper's own response arrived still closes it). Also records what a flap
-    or an Event storm would show: every spec but `replicas` seen, and the generations."""
+    """Tampers with one workload's Deployment every 200 ms (round robin over workloads and
+    TAMPERS) as another field manager, and measures how long each tamper stands: from just
+    before its request until the watch shows the field back at its rendered value in a
+    resourceVersion after the tamper's (a revert seen before the tamper's own response arrived
+    still closes it). Also records what a flap would show: every spec seen (tampered fields
+    aside), and the generations."""
 
     def __init__(self, k8s: Any, ns: str, names: list[str]) -> None:
         self.apps = client.AppsV1Api(k8s)
         self.ns, self.names = ns, names
-        self.open: dict[str, list[tuple[float, int]]] = {n: [] for n in names}
-        self.reverted: dict[str, tuple[int, float]] = {}  # last revert seen: (version, when)
+        self.open: dict[str, list[tuple[float, int, str]]] = {n: [] for n in names}
+        self.rendered: dict[str, dict[str, Any]] = {}  # each Deployment's spec when first seen
+        self.seen: dict[str, list[tuple[int, float, dict[str, Any]]]] = {n: [] for n in names}
         self.standing: list[float] = []
         self.closed: list[tuple[float, float]] = []  # (tampered at, stood for)
         self.tampers: dict[str, int] = dict.fromkeys(names, 0)
@@ -124,6 +121,9 @@ class Tamperer:
         ]
 
     def __enter__(self) -> Tamperer:
+        for name in self.names:  # as rendered: read before the first tamper
+            deployment = self.apps.read_namespaced_deployment(name, self.ns)
+            self.rendered[name] = self.apps.api_client.sanitize_for_serialization(deployment.spec)
         for t in self.threads:
             t.start()
         return self
@@ -137,24 +137,32 @@ class Tamperer:
         i = 0
         while not self.stop.is_set():
             name = self.names[i % len(self.names)]
+            field, value = TAMPERS[(i // len(self.names)) % len(TAMPERS)]
             i += 1
             sent = time.monotonic()
             try:
-                scale = self.apps.patch_namespaced_deployment_scale(
-                    name, self.ns, {"spec": {"replicas": 5}}, field_manager="attacker"
+                tampered = self.apps.patch_namespaced_deployment(
+                    name, self.ns, {"spec": {field: value}}, field_manager="attacker"
                 )
             except client.ApiException:
                 self.stop.wait(TAMPER_EVERY)
                 continue
-            version = int(scale.metadata.resource_version)
+            version = int(tampered.metadata.resource_version)
             with self.lock:
                 self.tampers[name] += 1
-                seen = self.reverted.get(name)
-                if seen is not None and seen[0] > version:  # its revert came first
-                    self._close(sent, seen[1])
+                back = [
+                    when
+                    for seen_version, when, spec in self.seen[name]
+                    if seen_version > version and self._reverted(name, spec, field)
+                ]
+                if back:  # its revert came first
+                    self._close(sent, min(back))
                 else:
-                    self.open[name].append((sent, version))
+                    self.open[name].append((sent, version, field))
             self.stop.wait(TAMPER_EVERY)
+
+    def _reverted(self, name: str, spec: dict[str, Any], field: str) -> bool:
+        return spec.get(field) == self.rendered[name].get(field)
 
     def _close(self, sent: float, at: float) -> None:
         self.standing.append(at - sent)
@@ -185,32 +193,31 @@ class Tamperer:
             return
         version = int(deployment.metadata.resource_version)
         spec = self.apps.api_client.sanitize_for_serialization(deployment.spec)
-        spec.pop("replicas", None)
         with self.lock:
-            self.specs[name].add(json.dumps(spec, sort_keys=True))
+            self.rendered.setdefault(name, spec)
+            rest = {k: v for k, v in spec.items() if k not in dict(TAMPERS)}
+            self.specs[name].add(json.dumps(rest, sort_keys=True))
             self.generations[name].append(int(deployment.metadata.generation))
-            if deployment.spec.replicas != REPLICAS:
-                return
-            self.reverted[name] = (version, now)
+            self.seen[name] = [*self.seen[name][-50:], (version, now, spec)]
             still = []
-            for sent, tampered in self.open[name]:
-                if tampered < version:
+            for sent, tampered, field in self.open[name]:
+                if tampered < version and self._reverted(name, spec, field):
                     self._close(sent, now)
                 else:
-                    still.append((sent, tampered))
+                    still.append((sent, tampered, field))
             self.open[name] = still
 
     def _deadline(self) -> float:
-        return max((t for ts in self.open.values() for t, _ in ts), default=0.0) + 30
+        return max((t for ts in self.open.values() for t, _, _ in ts), default=0.0) + 30
 
     def oldest_open(self) -> float:
         with self.lock:
-            opened = [t for ts in self.open.values() for t, _ in ts]
+            opened = [t for ts in self.open.values() for t, _, _ in ts]
         return time.monotonic() - min(opened) if opened else 0.0
 
     def assert_no_flap(self) -> None:
-        """Only `replicas` ever changed, and each tamper cost at most one revert (a second
-        write of the same Deployment for one tamper is a fight between replicas)."""
+        """Only the tampered fields ever changed, and each tamper cost at most one revert (a
+        second write of the same Deployment for one tamper is a fight between replicas)."""
         for name in self.names:
             assert len(self.specs[name]) == 1, f"{name}: the template changed: a flap"
             generations = self.generations[name]
@@ -218,14 +225,14 @@ class Tamperer:
             assert writes <= 2 * self.tampers[name] + 1, (name, writes, self.tampers[name])
 
 
-def drift_events(k8s: Any, ns: str) -> int:
-    """Events the replicas posted in the namespace (each counted once per occurrence)."""
-    total = 0
+def operator_events(k8s: Any, ns: str) -> dict[str, int]:
+    """The replicas' Events in the namespace: name -> count (occurrences)."""
+    out = {}
     for event in client.CoreV1Api(k8s).list_namespaced_event(ns).items:
         source = event.source.component if event.source else None
         if (source or event.reporting_component or "").startswith("secureai"):
-            total += event.count or 1
-    return total
+            out[event.metadata.name] = event.count or 1
+    return out
 
 
 def figures(values: list[float]) -> dict[str, float]:
@@ -251,7 +258,7 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
             wait_ready(cluster, "sis", ns, name, timeout=120)
         kills: list[float] = []
         takeovers: list[float] = []
-        events_before = drift_events(k8s, ns)
+        events_before = operator_events(k8s, ns)
         with Tamperer(k8s, ns, names) as tamperer:
             for kill in range(KILLS):
                 leader = wait_for(
@@ -279,7 +286,8 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
                     ).start()
                 )
                 assert tamperer.oldest_open() < 2.0
-        events = drift_events(k8s, ns) - events_before
+        events = operator_events(k8s, ns)
+        new_events = set(events) - set(events_before)
         stats = figures(tamperer.standing)
         # Tampers made in the 1.5 s after a SIGKILL: the ones the failover must catch.
         after_kill = [stood for t, stood in tamperer.closed if any(0 <= t - k < 1.5 for k in kills)]
@@ -294,7 +302,9 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
             "failover_revert_p99_s": round(failover["p99"], 3),
             "failover_revert_max_s": round(failover["max"], 3),
             "failover_takeover_max_s": round(max(takeovers), 3),
-            "failover_events_per_tamper": round(events / max(1, len(tamperer.standing)), 3),
+            "failover_events_per_tamper": round(
+                len(new_events) / max(1, len(tamperer.standing)), 3
+            ),
         }
         print(f"failover: {report}")
         out = os.environ.get("SECUREAI_FAILOVER_REPORT")
@@ -303,8 +313,10 @@ def test_ten_sigkills_under_tampering_leave_no_tamper_standing_two_seconds(
         assert not any(tamperer.open.values()), "tampers never reverted"
         assert stats["max"] < 2.0, stats
         tamperer.assert_no_flap()
-        # one Event per revert; a few more at most where a take-over and a revert crossed
-        assert events <= len(tamperer.standing) + 2 * KILLS, (events, len(tamperer.standing))
+        # no Event storm: repeated occurrences raise the count of one Event (whichever replica
+        # posts it), so the Events made do not grow with the tampers
+        print(f"failover: {len(new_events)} new Events for {len(tamperer.standing)} tampers")
+        assert len(new_events) <= 12 * WORKLOADS, sorted(new_events)
     finally:
         for p in replicas:
             p.stop()

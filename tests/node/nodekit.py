@@ -201,20 +201,26 @@ def all_targets(dst: ProbePod) -> list[tuple[int, str]]:
     return [(p, "TCP") for p in dst.tcp] + [(p, "UDP") for p in dst.udp]
 
 
+def probe_from(
+    cluster: Cluster, plan: list[tuple[ProbePod, list[tuple[ProbePod, int, str]]]]
+) -> dict[Pair, bool]:
+    """`probe` from several sources at once (four `kubectl exec` in flight)."""
+    seen: dict[Pair, bool] = {}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for part in pool.map(lambda step: probe(cluster, *step), plan):
+            seen.update(part)
+    return seen
+
+
 def observe(
     cluster: Cluster, pods: list[ProbePod], sources: list[ProbePod] | None = None
 ) -> dict[Pair, bool]:
-    def one(src: ProbePod) -> dict[Pair, bool]:
-        targets = [
+    def targets(src: ProbePod) -> list[tuple[ProbePod, int, str]]:
+        return [
             (dst, port, proto) for dst in pods if dst is not src for port, proto in all_targets(dst)
         ]
-        return probe(cluster, src, targets)
 
-    seen: dict[Pair, bool] = {}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for part in pool.map(one, sources or pods):
-            seen.update(part)
-    return seen
+    return probe_from(cluster, [(src, targets(src)) for src in sources or pods])
 
 
 # ---- what a spec promises ------------------------------------------------------------------

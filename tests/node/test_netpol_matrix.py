@@ -25,6 +25,7 @@ from nodekit import (
     Promise,
     observe,
     probe,
+    probe_from,
     promised,
     short_id,
     start_operator,
@@ -304,11 +305,7 @@ def test_conformance_matrix(cluster: Cluster, namespace_factory: Any, dns_probe:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(allow_all))
 
     def sample_state() -> list[bool]:
-        return [
-            ok
-            for src, targets in by_src.items()
-            for ok in probe(cluster, pods[src], targets).values()
-        ]
+        return list(probe_from(cluster, [(pods[src], t) for src, t in by_src.items()]).values())
 
     wait_for(
         lambda: all(sample_state()),

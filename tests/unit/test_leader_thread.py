@@ -127,6 +127,56 @@ def test_a_hand_over_never_starts_a_take_over() -> None:
     asyncio.run(run())
 
 
+class StallingApi(LeaseApi):
+    """Renewals stall while `stalled` is set (an API server briefly overloaded)."""
+
+    stalled = False
+
+    async def request(self, method: str, path: str, **kw: object) -> object:
+        if method == "PATCH" and self.stalled:
+            await asyncio.sleep(1.0)
+        return await super().request(method, path, **kw)  # type: ignore[arg-type]
+
+
+def test_a_late_renewal_resumes_the_lead_without_a_second_take_over() -> None:
+    """The gate lapses while renewals stall and reopens when they land: the same term, so no
+    other replica wrote meanwhile and the take-over pass (reverts, full resync) must not run
+    again (on a loaded cluster it re-ran on every lapse and the load fed the next lapse).
+    Only a new term (the Lease taken again after another holder) runs it."""
+    api = StallingApi()
+    started: list[int] = []
+    held: list[int] = []
+    leader = Leader(
+        ThreadKeeper(lock(api, "a")),
+        on_started=lambda: started.append(1),
+        on_held=lambda: held.append(1),
+    )
+    other = lock(api, "b")
+
+    async def run() -> None:
+        leader.start()
+        await until(lambda: started, 5)
+        api.stalled = True
+        await until(lambda: not leader.leading(), 3)
+        api.stalled = False
+        await until(leader.leading, 3)
+        await asyncio.sleep(0.3)
+        assert started == [1]
+        held.clear()
+        await until(lambda: held, 2)  # the deferred work is resumed
+        # another replica takes the Lease, then this one again: a new term
+        assert api.lease is not None
+        api.lease["spec"]["holderIdentity"] = ""
+        assert await other.try_acquire_or_renew()
+        await until(lambda: not leader.leading(), 3)
+        await other.release()
+        await until(leader.leading, 3)
+        await until(lambda: len(started) == 2, 2)
+        await leader.stop()
+
+    asyncio.run(run())
+
+
 def test_a_standby_takes_over_a_dead_leader_while_its_loop_is_blocked() -> None:
     api = LeaseApi()
     dead = lock(api, "dead")

@@ -69,6 +69,7 @@ class Shared:
         self.stopping: Any = multiprocessing.RawValue("b", 0)
         self.handing: Any = multiprocessing.RawValue("b", 0)  # release, write until succeeded
         self.rounds: Any = multiprocessing.RawValue("q", 0)  # answers seen from the API server
+        self.terms: Any = multiprocessing.RawValue("q", 0)  # times this replica took the Lease
 
     def holds(self) -> bool:
         return bool(self.leading.value) and time.monotonic() < self.valid_until.value
@@ -179,6 +180,8 @@ class LeaseLoop:
         leading = held and time.monotonic() < self.shared.valid_until.value
         if leading != bool(self.shared.leading.value):
             log.info("lease %s", "held" if leading else "not held")
+        if leading:
+            self.shared.terms.value = self.lock.terms
         self.shared.leading.value = 1 if leading else 0
         if leading:
             self.shared.renewals.value += 1
@@ -302,6 +305,7 @@ class Leader:
         self.on_started, self.on_stopped, self.on_held = on_started, on_stopped, on_held
         self._leading = keeper is None
         self._renewals = 0
+        self._term = 0
         self._task: asyncio.Task[None] | None = None
         metrics.LEADER.set(1 if self._leading else 0)
 
@@ -342,19 +346,29 @@ class Leader:
                 keeper.start()
             leading = self.leading()
             if not (leading and keeper.shared.handing.value):  # a hand-over only ends the lead
-                self._set(leading)
+                self._set(leading, keeper.shared.terms.value)
             renewals = keeper.shared.renewals.value
             if renewals != self._renewals and self._leading:
                 self._renewals = renewals
                 self.on_held()
 
-    def _set(self, leading: bool) -> None:
+    def _set(self, leading: bool, term: int) -> None:
+        """A new term runs the take-over pass (`on_started`); the gate reopening within the
+        same term (a late renewal) only resumes the work deferred meanwhile (`on_held`, from
+        the renewals): no other replica can have written in between."""
         if leading == self._leading:
             return
         self._leading = leading
         metrics.LEADER.set(1 if leading else 0)
-        log.info("leadership %s", "acquired" if leading else "lost")
-        (self.on_started if leading else self.on_stopped)()
+        if not leading:
+            log.info("leadership lost")
+            self.on_stopped()
+        elif term != self._term:
+            self._term = term
+            log.info("leadership acquired (term %d)", term)
+            self.on_started()
+        else:
+            log.info("leadership resumed (term %d)", term)
 
     async def stop(self) -> None:
         """Hand over (graceful shutdown): the keeper releases the Lease and the gate stays

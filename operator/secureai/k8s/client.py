@@ -7,6 +7,7 @@ Credentials come from the kubeconfig or the in-cluster service account (loaded b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import ssl
@@ -37,6 +38,19 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+def event_namespace(regarding: dict[str, Any]) -> str:
+    """Events about a cluster-scoped object (a Quarantine) go to `default`, as kubectl's do."""
+    return str(regarding["metadata"].get("namespace") or "default")
+
+
+def event_name(regarding: dict[str, Any], type: str, reason: str, message: str) -> str:
+    """The object's name and a digest of what the Event says about which object (its uid):
+    the same occurrence always has the same name, whichever replica posts it."""
+    meta = regarding["metadata"]
+    said = json.dumps([meta.get("uid", ""), meta["name"], type, reason, message[:1024]])
+    return f"{meta['name'][:200]}.{hashlib.sha256(said.encode()).hexdigest()[:16]}"
 
 
 class NotLeader(Exception):
@@ -327,11 +341,11 @@ class KubeClient:
 
     async def post_event(
         self, regarding: dict[str, Any], type: str, reason: str, message: str, now: str
-    ) -> None:
-        """A core/v1 Event about `regarding` (a workload)."""
+    ) -> str:
+        """Create a core/v1 Event about `regarding` (a workload) under a name derived from
+        what it says (`event_name`), so that every replica aggregates one occurrence into the
+        same object; raises ApiError 409 when it exists. Returns the name."""
         meta = regarding["metadata"]
-        # Events about a cluster-scoped object (a Quarantine) go to `default`, as kubectl's do.
-        namespace = meta.get("namespace") or "default"
         involved = {
             "apiVersion": regarding["apiVersion"],
             "kind": regarding["kind"],
@@ -340,13 +354,14 @@ class KubeClient:
         }
         if meta.get("namespace"):
             involved["namespace"] = meta["namespace"]
+        name = event_name(regarding, type, reason, message)
         await self.request(
             "POST",
-            f"/api/v1/namespaces/{namespace}/events",
+            f"/api/v1/namespaces/{event_namespace(regarding)}/events",
             body={
                 "apiVersion": "v1",
                 "kind": "Event",
-                "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+                "metadata": {"name": name, "namespace": event_namespace(regarding)},
                 "involvedObject": involved,
                 "type": type,
                 "reason": reason,
@@ -358,6 +373,21 @@ class KubeClient:
                 "lastTimestamp": now,
                 "count": 1,
             },
+        )
+        return name
+
+    async def event_count(self, namespace: str, name: str) -> int:
+        """How often an existing Event says it happened."""
+        event = await self.request("GET", f"/api/v1/namespaces/{namespace}/events/{name}")
+        return int(event.get("count") or 1)
+
+    async def count_event(self, namespace: str, name: str, count: int, now: str) -> None:
+        """Record further occurrences on an existing Event (as kubectl shows "x5 over 2m")."""
+        await self.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/events/{name}",
+            body={"count": count, "lastTimestamp": now},
+            content_type=MERGE_CONTENT_TYPE,
         )
 
     async def request_token(

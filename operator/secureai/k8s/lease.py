@@ -38,6 +38,9 @@ class LeaseLock:
         self._seen: tuple[str, str] | None = None  # (holder, resourceVersion) last observed
         self._seen_at = 0.0
         self._held: dict[str, Any] | None = None  # the record of this replica's last write
+        # Times this replica took the Lease (free, expired or from another holder): a new
+        # term means another replica may have written since this one last led.
+        self.terms = 0
 
     @property
     def _path(self) -> str:
@@ -95,6 +98,7 @@ class LeaseLock:
                 if create_exc.status == 409:
                     return False
                 raise
+            self.terms += 1
             return True
         spec = current.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
@@ -112,6 +116,8 @@ class LeaseLock:
             if exc.status in (409, 404):
                 return False
             raise
+        if not mine:
+            self.terms += 1
         return True
 
     async def _put(self, current: dict[str, Any]) -> dict[str, Any]:
