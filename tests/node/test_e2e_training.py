@@ -273,6 +273,7 @@ def test_forbidden_personal_data_fails_the_run_before_the_trainer(
     ready = condition(obj, "Ready")
     assert ready is not None and "payment_card=3" in ready["message"], ready
     assert "email=" not in ready["message"], ready  # allowed types are not named
+    assert "{" not in ready["message"], ready  # the violation, not the raw report
     pod = job_pod(cluster, ns, "train")
     trainer = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "trainer")
     assert "running" not in trainer["state"] and not trainer["state"].get("terminated", {}).get(

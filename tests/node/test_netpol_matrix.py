@@ -247,8 +247,8 @@ def test_conformance_matrix(cluster: Cluster, namespace_factory: Any, dns_probe:
     every = [*others, *members, dns_probe]
     sources = [*others, *members]
 
-    # kube-router applies policies asynchronously, one full sync per event (94 s to agree on
-    # an idle node here, more in CI under load): wait for agreement, then count a fresh run
+    # kube-router applies policies asynchronously, one full sync per event (31 to 94 s to
+    # agree here, more in CI under load): wait for agreement, then count a fresh run
     t0 = time.monotonic()
     last: list[str] = []
 

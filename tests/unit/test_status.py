@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,14 @@ def test_a_failed_job_says_which_container_failed_and_why() -> None:
     reason = pod_failure(pods)
     assert reason == "decrypt-1 failed in pod train-0-x: secureai: wrong key for f.bin"
     assert pod_failure([{"metadata": {"name": "p"}, "status": {}}]) is None
+    # a dataset refused by the personal-data rule leaves its census summary (JSON): the
+    # condition gives the violation, not the report
+    summary = {"counts": {"email": 2, "us_ssn": 1}, "violation": "forbids: us_ssn=1"}
+    refused = pods[0]["status"]["initContainerStatuses"][1]["state"]["terminated"]
+    refused["message"] = json.dumps(summary)
+    assert pod_failure(pods) == "decrypt-1 failed in pod train-0-x: forbids: us_ssn=1"
+    refused["message"] = '{"no": "violation"}'
+    assert pod_failure(pods) == 'decrypt-1 failed in pod train-0-x: {"no": "violation"}'
     failed = {"status": {"conditions": [{"type": "Failed", "status": "True"}]}}
     job = ("Job", cr.metadata.name)
     status = compute_status(

@@ -288,10 +288,21 @@ def pod_failure(pods: list[dict[str, Any]]) -> str | None:
             done = (container.get("state") or {}).get("terminated") or {}
             if done and int(done.get("exitCode") or 0) != 0:
                 lines = (done.get("message") or done.get("reason") or "failed").strip().splitlines()
-                detail = lines[-1] if lines else "failed"
+                detail = _reason(lines[-1]) if lines else "failed"
                 name = pod["metadata"]["name"]
                 return f"{container.get('name')} failed in pod {name}: {detail}"[:500]
     return None
+
+
+def _reason(line: str) -> str:
+    """A report left as the termination message (the dataset census summary, JSON) gives
+    its `violation`; any other line is the reason itself."""
+    try:
+        report = json.loads(line)
+    except ValueError:
+        return line
+    violation = report.get("violation") if isinstance(report, dict) else None
+    return violation if isinstance(violation, str) and violation else line
 
 
 def verified_model(pods: list[dict[str, Any]], container: str) -> tuple[str, str] | None:
