@@ -187,6 +187,27 @@ def test_encrypted_dataset_is_decrypted_into_memory_and_trained_on(
     assert (output / "model.bin").stat().st_size > 0
 
 
+def failed_run(cluster: Cluster, ns: str, cr: dict[str, Any]) -> dict[str, Any]:
+    """Apply the run, wait for it to end, check that it failed; its Ready condition."""
+    apply_yaml(cluster, cr)
+    obj = wait_for(
+        lambda: phase_of(cluster, ns, cr["metadata"]["name"], ("Succeeded", "Failed")),
+        timeout=240,
+        description="training finished",
+    )
+    assert obj["status"]["phase"] == "Failed", obj["status"]
+    ready = condition(obj, "Ready")
+    assert ready is not None, obj["status"]
+    return dict(ready)
+
+
+def assert_trainer_never_started(pod: dict[str, Any]) -> None:
+    trainer = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "trainer")
+    assert "running" not in trainer["state"] and not trainer["state"].get("terminated", {}).get(
+        "startedAt"
+    )
+
+
 def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -212,25 +233,15 @@ def test_bad_key_or_tampered_dataset_fails_closed(
         data = bytearray(target.read_bytes())
         data[len(data) // 2] ^= 0x01  # a chunk in the middle: earlier chunks decrypt fine
         target.write_bytes(bytes(data))
-    apply_yaml(cluster, training_cr(ns, "train", "corpus", "kek"))
-    obj = wait_for(
-        lambda: phase_of(cluster, ns, "train", ("Succeeded", "Failed")),
-        timeout=240,
-        description="training finished",
-    )
-    assert obj["status"]["phase"] == "Failed", obj["status"]
-    ready = condition(obj, "Ready")
-    assert ready is not None and "decrypt-0" in ready["message"], ready
+    ready = failed_run(cluster, ns, training_cr(ns, "train", "corpus", "kek"))
+    assert "decrypt-0" in ready["message"], ready
     pod = job_pod(cluster, ns, "train")
     decrypt = next(s for s in pod["status"]["initContainerStatuses"] if s["name"] == "decrypt-0")
     message = decrypt["state"]["terminated"]["message"].strip()
     assert decrypt["state"]["terminated"]["exitCode"] != 0
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message
     print(f"e2e training {fault}: {message}")
-    trainer = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "trainer")
-    assert "running" not in trainer["state"] and not trainer["state"].get("terminated", {}).get(
-        "startedAt"
-    )
+    assert_trainer_never_started(pod)
     # no plaintext anywhere: not in the memory volume, the output or the dataset volume
     assert plaintext_on_node(pod) == []
     output = volume_dir(cluster, ns, "train-output")
@@ -263,22 +274,12 @@ def test_forbidden_personal_data_fails_the_run_before_the_trainer(
     encrypted_dataset(cluster, ns, "corpus", kek, tmp_path, 0, files)
     cr = training_cr(ns, "train", "corpus", "kek")
     cr["spec"]["allowedPersonalData"] = ["email"]
-    apply_yaml(cluster, cr)
-    obj = wait_for(
-        lambda: phase_of(cluster, ns, "train", ("Succeeded", "Failed")),
-        timeout=240,
-        description="training finished",
-    )
-    assert obj["status"]["phase"] == "Failed", obj["status"]
-    ready = condition(obj, "Ready")
-    assert ready is not None and "payment_card=3" in ready["message"], ready
+    ready = failed_run(cluster, ns, cr)
+    assert "payment_card=3" in ready["message"], ready
     assert "email=" not in ready["message"], ready  # allowed types are not named
     assert "{" not in ready["message"], ready  # the violation, not the raw report
     pod = job_pod(cluster, ns, "train")
-    trainer = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "trainer")
-    assert "running" not in trainer["state"] and not trainer["state"].get("terminated", {}).get(
-        "startedAt"
-    )
+    assert_trainer_never_started(pod)
     assert plaintext_on_node(pod) == []
 
     def census() -> dict[str, Any] | None:
